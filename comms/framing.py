@@ -1,0 +1,170 @@
+"""Line framing of the task channel, sans-IO: bytes in, typed messages out.
+
+:class:`LineDecoder` never touches a file descriptor. Feed it bytes in any chunking with
+:meth:`LineDecoder.feed`, then pull events with :meth:`LineDecoder.next_event` until it
+returns ``None``. A line that is not a valid message becomes a :class:`BadLine` event, never
+an exception, so the channel always resynchronises at the next newline. A line longer than
+``max_line`` is dropped as soon as it crosses the limit (its bytes are not kept) and reported
+once as a :class:`BadLine`.
+
+:func:`encode` turns a message into one line; JSON escapes newlines inside strings, so the
+encoder never emits a raw newline within a line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from comms.messages import TaskMessage, ToTask
+
+__all__ = [
+    "DEFAULT_MAX_LINE",
+    "BadLine",
+    "LineDecoder",
+    "encode",
+    "task_decoder",
+    "task_side_decoder",
+]
+
+#: Default limit of one line, newline excluded: 64 MiB.
+DEFAULT_MAX_LINE = 64 * 1024 * 1024
+
+M = TypeVar("M")
+
+_encoder = msgspec.json.Encoder()
+# The id of a line we could not decode, so the sender still gets its one response. Searched
+# only near the start of the line: encoders put it there (ours right after "type").
+_ID_NEAR_START = re.compile(rb'"id"\s*:\s*(-?\d{1,18})')
+_ID_SEARCH_WINDOW = 4096
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """Return ``message`` as one protocol line, newline included."""
+    return _encoder.encode(message) + b"\n"
+
+
+class BadLine(msgspec.Struct, frozen=True):
+    """A line that is not a valid message.
+
+    ``id`` is the request id found near the start of the line, if any, so the receiver can
+    still answer that request with an ``ErrorResponse``. ``size`` is the line's length in
+    bytes (for an over-long line: how much had arrived when it was dropped).
+    """
+
+    reason: str
+    size: int
+    id: int | None = None
+
+
+class LineDecoder(Generic[M]):
+    """Splits a byte stream into lines and decodes each into a message of type ``M``."""
+
+    def __init__(self, message_type: Any, *, max_line: int = DEFAULT_MAX_LINE) -> None:
+        if max_line < 1:
+            raise ValueError(f"max_line must be at least 1 byte, got {max_line}")
+        self._decoder: msgspec.json.Decoder[M] = msgspec.json.Decoder(message_type)
+        self._loose = msgspec.json.Decoder()
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf known to hold no newline
+        self._skipping = False  # inside an over-long line: drop bytes up to the next newline
+        self._eof = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for a newline (never more than ``max_line``)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes received from the peer. ``b""`` means end of stream."""
+        if not data:
+            self._eof = True
+            return
+        self._buf += data
+
+    def next_event(self) -> M | BadLine | None:
+        """Return the next message or bad line, or ``None`` until more bytes are fed.
+
+        At end of stream a trailing unterminated line is reported as a :class:`BadLine`
+        (a cut-off message is never acted upon).
+        """
+        while True:
+            nl = self._buf.find(b"\n", self._scanned)
+            if nl < 0:
+                if self._skipping:
+                    self._buf.clear()
+                    self._scanned = 0
+                elif len(self._buf) > self.max_line:
+                    return self._start_skipping()
+                else:
+                    self._scanned = len(self._buf)
+                if self._eof and self._buf:
+                    size = len(self._buf)
+                    line_id = _find_id(self._buf)
+                    self._buf.clear()
+                    self._scanned = 0
+                    return BadLine("line cut off at end of stream (no newline)", size, line_id)
+                return None
+            if self._skipping:  # end of an over-long line, already reported
+                del self._buf[: nl + 1]
+                self._scanned = 0
+                self._skipping = False
+                continue
+            if nl > self.max_line:
+                return self._start_skipping()
+            line = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
+            self._scanned = 0
+            if not line.strip():
+                continue
+            return self._decode(line)
+
+    def _start_skipping(self) -> BadLine:
+        size = len(self._buf)
+        line_id = _find_id(self._buf)
+        nl = self._buf.find(b"\n", self.max_line)
+        if nl >= 0:  # the over-long line ended within this buffer: drop just it
+            size = nl
+            del self._buf[: nl + 1]
+        else:
+            self._skipping = True
+            self._buf.clear()
+        self._scanned = 0
+        return BadLine(f"line longer than the limit of {self.max_line} bytes", size, line_id)
+
+    def _decode(self, line: bytes) -> M | BadLine:
+        try:
+            return self._decoder.decode(line)
+        except msgspec.ValidationError as exc:
+            return BadLine(f"invalid message: {exc}", len(line), self._loose_id(line))
+        except msgspec.DecodeError as exc:
+            return BadLine(f"not JSON: {exc}", len(line), _find_id(line))
+
+    def _loose_id(self, line: bytes) -> int | None:
+        try:
+            obj = self._loose.decode(line)
+        except msgspec.DecodeError:
+            return None
+        if isinstance(obj, dict):
+            value = obj.get("id")
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
+
+
+def _find_id(data: bytes | bytearray) -> int | None:
+    match = _ID_NEAR_START.search(data, 0, _ID_SEARCH_WINDOW)
+    return int(match.group(1)) if match else None
+
+
+def task_decoder(*, max_line: int = DEFAULT_MAX_LINE) -> LineDecoder[TaskMessage]:
+    """A decoder for what a task sends (the supervisor's side of the channel)."""
+    return LineDecoder(TaskMessage, max_line=max_line)
+
+
+def task_side_decoder(*, max_line: int = DEFAULT_MAX_LINE) -> LineDecoder[ToTask]:
+    """A decoder for what a supervisor sends (the task's side of the channel)."""
+    return LineDecoder(ToTask, max_line=max_line)
