@@ -1,0 +1,162 @@
+"""Airflow's side of the interop tests: runs INSIDE the Airflow virtual environment.
+
+It does what an Airflow scheduler and executor would do for a task, with Airflow's own code,
+so the tests never re-implement Airflow:
+
+* ``cli``    run Airflow CLI commands (``dags reserialize``, ``variables set``, ...) through
+             Airflow's own CLI parser, all in this one interpreter (each ``airflow`` process
+             costs seconds of imports);
+* ``queue``  create a dag run and put some of its task instances into ``queued``, then build
+             each one's ``ExecuteTask`` workload (token minted by Airflow's ``JWTGenerator``,
+             configured exactly like an executor's);
+* ``tis``    read task instances back from Airflow's database (state, heartbeat, pid, ...).
+
+Usage: ``python airflow_side.py <command> '<json args>'`` prints one JSON result, or
+``python airflow_side.py serve`` answers one JSON request per stdin line
+(``{"cmd": ..., "args": {...}}``) with one JSON line ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": "<traceback>"}``, so a test session pays for the imports once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import sys
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any, TextIO
+
+
+def cli(args: dict[str, Any]) -> dict[str, Any]:
+    """Run each argv list in ``args["commands"]`` through Airflow's CLI, in order."""
+    from airflow.cli import cli_parser
+
+    parser = cli_parser.get_parser()
+    outputs = []
+    for argv in args["commands"]:
+        parsed = parser.parse_args(argv)
+        out = io.StringIO()
+        # CLI commands print their results; keep stdout for our own JSON answer.
+        with contextlib.redirect_stdout(out):
+            parsed.func(parsed)
+        outputs.append(out.getvalue())
+    return {"outputs": outputs}
+
+
+def _jwt_generator() -> Any:
+    """The token generator an Airflow executor uses (``BaseExecutor.jwt_generator``)."""
+    from airflow.executors.local_executor import LocalExecutor
+
+    return LocalExecutor().jwt_generator
+
+
+def queue(args: dict[str, Any]) -> dict[str, Any]:
+    """Create dag run ``run_id`` of ``dag_id`` and queue the given tasks, as a scheduler would.
+
+    ``args["tasks"]`` maps task_id -> ``{"max_tries": n}``. Returns, per task_id, the
+    ``ExecuteTask`` workload Airflow would hand an executor (JSON, token included).
+    """
+    from airflow.executors.workloads import ExecuteTask
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    now = dt.datetime.now(dt.UTC)
+    generator = _jwt_generator()
+    workloads = {}
+    with create_session() as session:
+        dag = SerializedDagModel.get_dag(args["dag_id"], session=session)
+        if dag is None:
+            raise LookupError(f"dag {args['dag_id']!r} is not serialized")
+        dag_run = dag.create_dagrun(
+            run_id=args["run_id"],
+            logical_date=None,
+            data_interval=None,
+            run_after=now,
+            run_type=DagRunType.MANUAL,
+            triggered_by=DagRunTriggeredByType.TEST,
+            state=DagRunState.RUNNING,
+            start_date=now,
+            session=session,
+        )
+        tis = {ti.task_id: ti for ti in dag_run.get_task_instances(session=session)}
+        for task_id, spec in args["tasks"].items():
+            ti = tis[task_id]
+            ti.try_number += 1
+            ti.max_tries = spec.get("max_tries", 0)
+            ti.state = TaskInstanceState.QUEUED
+            ti.queued_dttm = now
+        session.flush()
+        for task_id in args["tasks"]:
+            workload = ExecuteTask.make(tis[task_id], generator=generator)
+            workloads[task_id] = json.loads(workload.model_dump_json())
+    return {"workloads": workloads}
+
+
+def tis(args: dict[str, Any]) -> dict[str, Any]:
+    """Read the task instances with ids ``args["ids"]`` from Airflow's database."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    def iso(value: dt.datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    with create_session() as session:
+        ids = [uuid.UUID(ti_id) for ti_id in args["ids"]]
+        rows = session.scalars(select(TaskInstance).where(TaskInstance.id.in_(ids)))
+        return {
+            str(ti.id): {
+                "state": ti.state,
+                "try_number": ti.try_number,
+                "max_tries": ti.max_tries,
+                "hostname": ti.hostname,
+                "pid": ti.pid,
+                "start_date": iso(ti.start_date),
+                "end_date": iso(ti.end_date),
+                "last_heartbeat_at": iso(ti.last_heartbeat_at),
+            }
+            for ti in rows
+        }
+
+
+COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "cli": cli,
+    "queue": queue,
+    "tis": tis,
+}
+
+
+def serve(answers: TextIO) -> None:
+    """Answer one JSON request per stdin line until EOF."""
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            answer = {"ok": True, "result": COMMANDS[request["cmd"]](request.get("args", {}))}
+        except Exception:
+            answer = {"ok": False, "error": traceback.format_exc()}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``serve``, or one command with its JSON arguments."""
+    # Airflow logs to stdout in places; our JSON answers must own the real stdout.
+    answers, sys.stdout = sys.stdout, sys.stderr
+    if argv[:1] == ["serve"]:
+        serve(answers)
+        return 0
+    if len(argv) not in (1, 2) or argv[0] not in COMMANDS:
+        print(f"usage: airflow_side.py serve | {{{','.join(COMMANDS)}}} [JSON]", file=sys.stderr)
+        return 2
+    result = COMMANDS[argv[0]](json.loads(argv[1]) if len(argv) == 2 else {})
+    answers.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

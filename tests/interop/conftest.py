@@ -1,0 +1,367 @@
+"""A real Apache Airflow 3.3.2 api-server for the interop tests, on a free loopback port.
+
+Session set-up (the whole of it costs ~25 s with a ready virtual environment):
+
+1. ``.airflow-venv`` (git-ignored) holds apache-airflow==3.3.2; it is created from PyPI when
+   missing or of another version. No PyPI means the suite FAILS: interop is not optional.
+2. A throw-away ``AIRFLOW_HOME`` with SQLite, a fixed HS512 secret, and this folder's
+   ``dags/``. ``airflow_side.py serve`` (in the Airflow venv) migrates the database, then
+   serializes the DAG and creates a variable and a connection with Airflow's CLI while the
+   api-server boots.
+3. ``airflow api-server`` is polled on ``/execution/health`` until it answers, with a deadline.
+
+Tests then queue task instances with :meth:`Airflow.queue` (Airflow's own scheduler-side code
+and token generator) and check results through Airflow's REST API and database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+
+AIRFLOW_VERSION = "3.3.2"
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+VENV = REPO / ".airflow-venv"
+DAG_ID = "taskvisor_interop"
+
+#: HS512 key shared by the api-server and the token generator (64+ bytes, else PyJWT warns).
+JWT_SECRET = "taskvisor-interop-" + "0123456789abcdef" * 4
+ADMIN_PASSWORD = "taskvisor-interop-admin"
+
+#: What the session creates with Airflow's CLI, for tasks to read.
+VARIABLE = ("interop_greeting", "hello from airflow")
+CONNECTION_ID = "interop_db"
+CONNECTION_URI = (
+    "postgres://interop_user:s3cr3t-interop-pass@db.example:5432/interop?sslmode=disable"
+)
+CONNECTION_PASSWORD = "s3cr3t-interop-pass"
+
+INSTALL_TIMEOUT = 900
+HEALTH_TIMEOUT = 180  # the api-server answers after ~16 s on an idle 2-core machine
+SIDE_TIMEOUT = 120
+
+
+def _installed_airflow(python: Path) -> str | None:
+    """The apache-airflow version importable by ``python``, or None."""
+    if not python.exists():
+        return None
+    probe = subprocess.run(
+        [python, "-c", "import importlib.metadata as m; print(m.version('apache-airflow'))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return probe.stdout.strip() if probe.returncode == 0 else None
+
+
+def _fail_with(what: str, result: subprocess.CompletedProcess[str]) -> None:
+    tail = (result.stdout + result.stderr)[-4000:]
+    pytest.fail(f"{what} failed (exit {result.returncode}); interop needs it:\n{tail}", False)
+
+
+def ensure_airflow_venv() -> Path:
+    """Return the Airflow venv's python, creating the venv from PyPI if needed (or fail)."""
+    python = VENV / "bin" / "python"
+    if _installed_airflow(python) == AIRFLOW_VERSION:
+        return python
+    base = shutil.which("python3.11") or sys.executable
+    made = subprocess.run(
+        [base, "-m", "venv", "--clear", VENV], capture_output=True, text=True, check=False
+    )
+    if made.returncode:
+        _fail_with(f"creating {VENV}", made)
+    try:
+        pip = subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", f"apache-airflow=={AIRFLOW_VERSION}"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=INSTALL_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"pip install apache-airflow took over {INSTALL_TIMEOUT} s", False)
+    if pip.returncode:
+        _fail_with(f"pip install apache-airflow=={AIRFLOW_VERSION} (is PyPI reachable?)", pip)
+    if _installed_airflow(python) != AIRFLOW_VERSION:
+        pytest.fail(f"{VENV} does not import apache-airflow {AIRFLOW_VERSION} after install")
+    return python
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class AirflowSide:
+    """``airflow_side.py serve`` in the Airflow venv: one JSON request and answer per line."""
+
+    def __init__(self, python: Path, env: dict[str, str], stderr_path: Path) -> None:
+        self.stderr_path = stderr_path
+        self._stderr = stderr_path.open("wb")
+        self._proc = subprocess.Popen(
+            [python, HERE / "airflow_side.py", "serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            text=True,
+        )
+
+    def send(self, cmd: str, **args: Any) -> None:
+        """Send a request without waiting for its answer (see :meth:`receive`)."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"cmd": cmd, "args": args}) + "\n")
+        self._proc.stdin.flush()
+
+    def receive(self) -> Any:
+        """The answer to the oldest request not yet received; fails the test on an error."""
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            tail = self.stderr_path.read_text(errors="replace")[-4000:]
+            pytest.fail(f"airflow_side.py exited ({self._proc.poll()}):\n{tail}", False)
+        answer = json.loads(line)
+        if not answer["ok"]:
+            pytest.fail(f"airflow_side.py {answer['error']}", False)
+        return answer["result"]
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        """Run one command in the Airflow venv and return its result."""
+        self.send(cmd, **args)
+        return self.receive()
+
+    def close(self) -> None:
+        """End the helper (EOF on its stdin) and wait for it."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
+        self._stderr.close()
+
+
+@dataclass
+class Workload:
+    """One queued task instance: Airflow's ``ExecuteTask`` workload, as JSON."""
+
+    raw: dict[str, Any]
+
+    @property
+    def ti(self) -> dict[str, Any]:
+        """The TI identity, in the shape of taskvisor's activity file."""
+        ti = self.raw["ti"]
+        keys = ("id", "dag_id", "task_id", "run_id", "try_number", "map_index")
+        return {key: ti[key] for key in keys}
+
+    @property
+    def id(self) -> str:
+        return str(self.raw["ti"]["id"])
+
+    @property
+    def token(self) -> str:
+        return str(self.raw["token"])
+
+    @property
+    def run_id(self) -> str:
+        return str(self.raw["ti"]["run_id"])
+
+    @property
+    def task_id(self) -> str:
+        return str(self.raw["ti"]["task_id"])
+
+    @property
+    def log_path(self) -> str:
+        """Relative to Airflow's ``[logging] base_log_folder``."""
+        return str(self.raw["log_path"])
+
+
+@dataclass
+class Airflow:
+    """The running api-server and ways to drive and inspect it the way Airflow would.
+
+    Tests reach it only through the ``airflow`` fixture (test modules never import conftest):
+    what the session created is on it as class attributes.
+    """
+
+    dag_id: ClassVar[str] = DAG_ID
+    variable: ClassVar[tuple[str, str]] = VARIABLE
+    connection_id: ClassVar[str] = CONNECTION_ID
+    connection_password: ClassVar[str] = CONNECTION_PASSWORD
+
+    home: Path
+    base_url: str
+    side: AirflowSide
+    rest: httpx.Client
+    _runs: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def execution_url(self) -> str:
+        """The Execution API base URL an activity file names as ``server``."""
+        return f"{self.base_url}/execution/"
+
+    @property
+    def log_folder(self) -> Path:
+        """Airflow's ``[logging] base_log_folder``: workload log paths are relative to it."""
+        return self.home / "logs"
+
+    def queue(self, **max_tries: int) -> dict[str, Workload]:
+        """Queue the named tasks of a new dag run: ``queue(produce=0, work=2)``."""
+        run_id = f"interop__{next(self._runs)}_{uuid.uuid4().hex[:8]}"
+        tasks = {task_id: {"max_tries": tries} for task_id, tries in max_tries.items()}
+        result = self.side.call("queue", dag_id=DAG_ID, run_id=run_id, tasks=tasks)
+        return {task_id: Workload(raw) for task_id, raw in result["workloads"].items()}
+
+    def tis(self, *workloads: Workload) -> dict[str, dict[str, Any]]:
+        """Airflow's database rows of these task instances, by TI id."""
+        return self.side.call("tis", ids=[w.id for w in workloads])  # type: ignore[no-any-return]
+
+    def ti_row(self, workload: Workload) -> dict[str, Any]:
+        """Airflow's database row of one task instance."""
+        return self.tis(workload)[workload.id]
+
+    def rest_ti(self, workload: Workload) -> dict[str, Any]:
+        """The task instance as Airflow's public REST API reports it."""
+        response = self.rest.get(self._ti_path(workload))
+        response.raise_for_status()
+        return response.json()  # type: ignore[no-any-return]
+
+    def rest_xcom(self, workload: Workload, key: str = "return_value") -> httpx.Response:
+        """``GET .../xcomEntries/{key}`` from Airflow's public REST API (deserialized)."""
+        return self.rest.get(f"{self._ti_path(workload)}/xcomEntries/{key}")
+
+    def rest_set_state(self, workload: Workload, state: str) -> None:
+        """Set a task instance's state the way a user does in Airflow's UI."""
+        response = self.rest.patch(self._ti_path(workload), json={"new_state": state})
+        response.raise_for_status()
+
+    def rest_log(self, workload: Workload, try_number: int = 1) -> list[dict[str, Any]]:
+        """The task log as Airflow's REST API (its log reader) serves it to the UI."""
+        response = self.rest.get(
+            f"{self._ti_path(workload)}/logs/{try_number}",
+            headers={"Accept": "application/json"},
+            params={"full_content": "true"},
+        )
+        response.raise_for_status()
+        return response.json()["content"]  # type: ignore[no-any-return]
+
+    def _ti_path(self, workload: Workload) -> str:
+        return f"/api/v2/dags/{DAG_ID}/dagRuns/{workload.run_id}/taskInstances/{workload.task_id}"
+
+
+def _airflow_env(home: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    base = f"http://127.0.0.1:{port}"
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(HERE / "dags"),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
+        AIRFLOW__API_AUTH__JWT_SECRET=JWT_SECRET,
+        AIRFLOW__API__BASE_URL=base,
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base}/execution/",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / "passwords.json"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return env
+
+
+def _wait_healthy(server: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:]
+            pytest.fail(f"airflow api-server exited ({server.returncode}):\n{tail}", False)
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base_url}/execution/health", timeout=5).status_code == 200:
+                return
+        time.sleep(0.25)
+    tail = log.read_text(errors="replace")[-4000:]
+    pytest.fail(f"airflow api-server not healthy after {HEALTH_TIMEOUT} s:\n{tail}", False)
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """TERM the api-server's process group, KILL it after a grace period, and wait."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.fixture(scope="session")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
+    """A running Airflow 3.3.2 api-server with the interop DAG, a variable and a connection."""
+    python = ensure_airflow_venv()
+    home = tmp_path_factory.mktemp("airflow_home")
+    (home / "passwords.json").write_text(json.dumps({"admin": ADMIN_PASSWORD}))
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = _airflow_env(home, port)
+
+    side = AirflowSide(python, env, home / "airflow_side.stderr")
+    side.call("cli", commands=[["db", "migrate"]])
+    server_log = home / "api-server.log"
+    with server_log.open("wb") as out:
+        server = subprocess.Popen(
+            [VENV / "bin" / "airflow", "api-server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group, so teardown reaches its workers
+        )
+    try:
+        # While the server boots (~16 s), create what tasks need with Airflow's CLI.
+        side.send(
+            "cli",
+            commands=[
+                ["dags", "reserialize"],
+                ["variables", "set", *VARIABLE],
+                ["connections", "add", CONNECTION_ID, "--conn-uri", CONNECTION_URI],
+            ],
+        )
+        _wait_healthy(server, base_url, server_log)
+        side.receive()
+        login = httpx.post(
+            f"{base_url}/auth/token",
+            json={"username": "admin", "password": ADMIN_PASSWORD},
+            timeout=30,
+        )
+        login.raise_for_status()
+        rest = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+            timeout=30,
+        )
+        with rest:
+            yield Airflow(home=home, base_url=base_url, side=side, rest=rest)
+    finally:
+        _stop(server)
+        side.close()

@@ -1,0 +1,245 @@
+"""taskvisor's Execution API models (``comms.api``) against a real Airflow 3.3.2 api-server.
+
+Plain httpx, no supervisor: these prove the wire shapes on their own, request by request,
+with the ``Airflow-API-Version`` taskvisor pins. Each test queues its own task instances
+through Airflow's own code and checks the outcome through Airflow's REST API or database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httpx
+import jwt
+import msgspec
+import pytest
+
+from comms.api import (
+    API_VERSION,
+    TOKEN_AUDIENCE,
+    ConnectionResponse,
+    ErrorDetail,
+    TIDeferredStatePayload,
+    TIEnterRunningPayload,
+    TIHeartbeatInfo,
+    TIRescheduleStatePayload,
+    TIRetryStatePayload,
+    TIRunContext,
+    TIStateUpdate,
+    TISuccessStatePayload,
+    TITerminalStatePayload,
+    VariablePostBody,
+    VariableResponse,
+    XComResponse,
+)
+
+if TYPE_CHECKING:  # test modules take the harness from the `airflow` fixture, never import it
+    from conftest import Airflow, Workload
+
+HOSTNAME = socket.gethostname()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def execution_client(airflow: Airflow, token: str) -> httpx.Client:
+    """A client that sends what taskvisor's supervisor sends on every request."""
+    return httpx.Client(
+        base_url=airflow.execution_url,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Airflow-API-Version": API_VERSION,
+            # Bodies are msgspec-encoded bytes; without this header Airflow answers 422.
+            "Content-Type": "application/json",
+        },
+        timeout=30,
+    )
+
+
+def enter_running(client: httpx.Client, workload: Workload, pid: int) -> httpx.Response:
+    body = TIEnterRunningPayload(hostname=HOSTNAME, unixname="taskvisor", pid=pid, start_date=now())
+    return client.patch(f"task-instances/{workload.id}/run", content=msgspec.json.encode(body))
+
+
+def heartbeat(client: httpx.Client, workload: Workload, pid: int) -> httpx.Response:
+    body = msgspec.json.encode(TIHeartbeatInfo(hostname=HOSTNAME, pid=pid))
+    return client.put(f"task-instances/{workload.id}/heartbeat", content=body)
+
+
+def start(airflow: Airflow, workload: Workload, pid: int) -> tuple[TIRunContext, httpx.Client]:
+    """``PATCH /run`` with the workload token; return the context and an execution client."""
+    with execution_client(airflow, workload.token) as client:
+        response = enter_running(client, workload, pid)
+    assert response.status_code == 200, response.text
+    context = msgspec.json.decode(response.content, type=TIRunContext)
+    return context, execution_client(airflow, response.headers["Refreshed-API-Token"])
+
+
+def claims(token: str) -> dict[str, object]:
+    return jwt.decode(token, options={"verify_signature": False}, audience=TOKEN_AUDIENCE)
+
+
+def test_run_exchanges_workload_token_for_execution_token(airflow: Airflow) -> None:
+    workload = airflow.queue(produce=3)["produce"]
+    assert claims(workload.token)["scope"] == "workload"
+
+    context, client = start(airflow, workload, pid=os.getpid())
+    client.close()
+
+    assert context.max_tries == 3
+    assert context.dag_run.dag_id == airflow.dag_id
+    assert context.dag_run.run_id == workload.run_id
+    assert context.should_retry is True
+    execution = claims(client.headers["Authorization"].removeprefix("Bearer "))
+    assert execution["scope"] == "execution"
+    assert execution["sub"] == workload.id
+    row = airflow.ti_row(workload)
+    assert (row["state"], row["pid"], row["hostname"]) == ("running", os.getpid(), HOSTNAME)
+
+
+def test_json_body_without_content_type_is_refused(airflow: Airflow) -> None:
+    workload = airflow.queue(produce=0)["produce"]
+    with execution_client(airflow, workload.token) as client:
+        del client.headers["Content-Type"]
+        response = enter_running(client, workload, pid=1234)
+
+    assert response.status_code == 422
+    assert airflow.ti_row(workload)["state"] == "queued"
+
+
+def test_workload_token_is_refused_outside_run(airflow: Airflow) -> None:
+    workload = airflow.queue(produce=0)["produce"]
+    start(airflow, workload, pid=1234)[1].close()
+
+    with execution_client(airflow, workload.token) as client:
+        response = heartbeat(client, workload, pid=1234)
+
+    assert response.status_code == 403
+    assert "workload" in response.json()["detail"]
+
+
+def test_run_from_another_process_conflicts(airflow: Airflow) -> None:
+    workload = airflow.queue(produce=0)["produce"]
+    start(airflow, workload, pid=1234)[1].close()
+
+    with execution_client(airflow, workload.token) as client:
+        again = enter_running(client, workload, pid=1234)
+        elsewhere = enter_running(client, workload, pid=4321)
+
+    assert again.status_code == 200
+    assert elsewhere.status_code == 409
+
+
+def test_heartbeat_advances_last_heartbeat_at_and_conflicts_from_another_pid(
+    airflow: Airflow,
+) -> None:
+    workload = airflow.queue(produce=0)["produce"]
+    _, client = start(airflow, workload, pid=1234)
+    with client:
+        before = airflow.ti_row(workload)["last_heartbeat_at"]
+        ours = heartbeat(client, workload, pid=1234)
+        after = airflow.ti_row(workload)["last_heartbeat_at"]
+        theirs = heartbeat(client, workload, pid=99)
+
+    assert ours.status_code == 204
+    assert after is not None
+    assert before is None or after > before
+    assert theirs.status_code == 409
+    detail = msgspec.json.decode(theirs.content, type=ErrorDetail).detail
+    assert detail["reason"] == "running_elsewhere"
+    assert detail["current_pid"] == 1234
+
+
+def test_heartbeat_after_airflow_changes_state_conflicts(airflow: Airflow) -> None:
+    workload = airflow.queue(produce=0)["produce"]
+    _, client = start(airflow, workload, pid=1234)
+    airflow.rest_set_state(workload, "failed")
+
+    with client:
+        response = heartbeat(client, workload, pid=1234)
+
+    assert response.status_code == 409
+    assert msgspec.json.decode(response.content, type=ErrorDetail).detail["current_state"] == (
+        "failed"
+    )
+
+
+def test_variables_and_connections_decode(airflow: Airflow) -> None:
+    workload = airflow.queue(produce=0)["produce"]
+    _, client = start(airflow, workload, pid=1234)
+    key, value = airflow.variable
+    with client:
+        variable = client.get(f"variables/{key}")
+        missing = client.get("variables/no_such_variable")
+        connection = client.get(f"connections/{airflow.connection_id}")
+        body = msgspec.json.encode(VariablePostBody(val="written by taskvisor", description="x"))
+        put = client.put("variables/interop_written", content=body)
+        written = client.get("variables/interop_written")
+
+    assert msgspec.json.decode(variable.content, type=VariableResponse).value == value
+    assert missing.status_code == 404
+    assert msgspec.json.decode(missing.content, type=ErrorDetail).detail["reason"] == "not_found"
+    conn = msgspec.json.decode(connection.content, type=ConnectionResponse)
+    assert (conn.conn_type, conn.host, conn.port) == ("postgres", "db.example", 5432)
+    assert (conn.login, conn.schema) == ("interop_user", "interop")
+    assert conn.password == airflow.connection_password
+    assert msgspec.json.decode(conn.extra or "{}") == {"sslmode": "disable"}
+    assert put.status_code == 201, put.text
+    assert msgspec.json.decode(written.content, type=VariableResponse).value == (
+        "written by taskvisor"
+    )
+    shown = airflow.rest.get("/api/v2/variables/interop_written").json()
+    assert (shown["value"], shown["description"]) == ("written by taskvisor", "x")
+
+
+def test_xcom_post_is_read_back_by_execution_api_and_rest_api(airflow: Airflow) -> None:
+    workload = airflow.queue(produce=0)["produce"]
+    _, client = start(airflow, workload, pid=1234)
+    path = f"xcoms/{airflow.dag_id}/{workload.run_id}/{workload.task_id}/return_value"
+    value = {"rows": 42, "names": ["a", "b"], "ok": True}
+    with client:
+        posted = client.post(path, content=msgspec.json.encode(value), params={"map_index": -1})
+        got = client.get(path, params={"map_index": -1})
+
+    assert posted.status_code == 201, posted.text
+    assert msgspec.json.decode(got.content, type=XComResponse).value == value
+    entry = airflow.rest_xcom(workload)
+    assert entry.status_code == 200, entry.text
+    assert entry.json()["value"] == value
+
+
+#: Every ``PATCH /state`` body taskvisor sends, by the state Airflow must then report.
+STATE_PAYLOADS: dict[str, Callable[[], TIStateUpdate]] = {
+    "success": lambda: TISuccessStatePayload(end_date=now()),
+    "failed": lambda: TITerminalStatePayload(state="failed", end_date=now()),
+    "skipped": lambda: TITerminalStatePayload(state="skipped", end_date=now()),
+    "up_for_retry": lambda: TIRetryStatePayload(end_date=now()),
+    "up_for_reschedule": lambda: TIRescheduleStatePayload(
+        reschedule_date=now() + dt.timedelta(minutes=5), end_date=now()
+    ),
+    "deferred": lambda: TIDeferredStatePayload(
+        classpath="airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
+        trigger_kwargs={"delta": 60.0},
+        trigger_timeout=dt.timedelta(minutes=10),
+        next_method="execute_complete",
+    ),
+}
+
+
+@pytest.mark.parametrize("state", list(STATE_PAYLOADS))
+def test_state_payload_is_accepted_and_recorded(airflow: Airflow, state: str) -> None:
+    workload = airflow.queue(produce=1)["produce"]
+    _, client = start(airflow, workload, pid=1234)
+    with client:
+        response = client.patch(
+            f"task-instances/{workload.id}/state",
+            content=msgspec.json.encode(STATE_PAYLOADS[state]()),
+        )
+
+    assert response.status_code == 204, response.text
+    assert airflow.rest_ti(workload)["state"] == state
