@@ -9,6 +9,7 @@ so the tests never re-implement Airflow:
 * ``queue``  create a dag run and put some of its task instances into ``queued``, then build
              each one's ``ExecuteTask`` workload (token minted by Airflow's ``JWTGenerator``,
              configured exactly like an executor's);
+* ``mint``   sign a token for a task instance with a chosen scope and lifetime;
 * ``tis``    read task instances back from Airflow's database (state, heartbeat, pid, ...).
 
 Usage: ``python airflow_side.py <command> '<json args>'`` prints one JSON result, or
@@ -97,6 +98,12 @@ def queue(args: dict[str, Any]) -> dict[str, Any]:
     return {"workloads": workloads}
 
 
+def mint(args: dict[str, Any]) -> dict[str, Any]:
+    """A token for TI ``args["id"]`` with ``scope`` and ``valid_for`` seconds, as Airflow signs."""
+    extras = {"sub": args["id"], "scope": args["scope"]}
+    return {"token": _jwt_generator().generate(extras=extras, valid_for=args["valid_for"])}
+
+
 def tis(args: dict[str, Any]) -> dict[str, Any]:
     """Read the task instances with ids ``args["ids"]`` from Airflow's database."""
     from airflow.models.taskinstance import TaskInstance
@@ -127,6 +134,7 @@ def tis(args: dict[str, Any]) -> dict[str, Any]:
 COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "cli": cli,
     "queue": queue,
+    "mint": mint,
     "tis": tis,
 }
 

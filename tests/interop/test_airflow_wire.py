@@ -123,6 +123,22 @@ def test_workload_token_is_refused_outside_run(airflow: Airflow) -> None:
     assert "workload" in response.json()["detail"]
 
 
+def test_execution_token_near_expiry_is_refreshed_on_any_response(airflow: Airflow) -> None:
+    workload = airflow.queue(produce=0)["produce"]
+    start(airflow, workload, pid=1234)[1].close()
+    # Airflow reissues when at most max(20% of the lifetime, 30 s) is left: here, at once.
+    short_lived = airflow.mint(workload, scope="execution", valid_for=25)
+
+    with execution_client(airflow, short_lived) as client:
+        response = client.get(f"variables/{airflow.variable[0]}")
+
+    assert response.status_code == 200
+    fresh = claims(response.headers["Refreshed-API-Token"])
+    old = claims(short_lived)
+    assert (fresh["sub"], fresh["scope"]) == (workload.id, "execution")
+    assert int(fresh["exp"]) > int(old["exp"])
+
+
 def test_run_from_another_process_conflicts(airflow: Airflow) -> None:
     workload = airflow.queue(produce=0)["produce"]
     start(airflow, workload, pid=1234)[1].close()
@@ -180,6 +196,8 @@ def test_variables_and_connections_decode(airflow: Airflow) -> None:
         body = msgspec.json.encode(VariablePostBody(val="written by taskvisor", description="x"))
         put = client.put("variables/interop_written", content=body)
         written = client.get("variables/interop_written")
+        deleted = client.delete("variables/interop_written")
+        gone = client.get("variables/interop_written")
 
     assert msgspec.json.decode(variable.content, type=VariableResponse).value == value
     assert missing.status_code == 404
@@ -193,8 +211,8 @@ def test_variables_and_connections_decode(airflow: Airflow) -> None:
     assert msgspec.json.decode(written.content, type=VariableResponse).value == (
         "written by taskvisor"
     )
-    shown = airflow.rest.get("/api/v2/variables/interop_written").json()
-    assert (shown["value"], shown["description"]) == ("written by taskvisor", "x")
+    assert deleted.status_code == 204
+    assert gone.status_code == 404
 
 
 def test_xcom_post_is_read_back_by_execution_api_and_rest_api(airflow: Airflow) -> None:
@@ -205,12 +223,16 @@ def test_xcom_post_is_read_back_by_execution_api_and_rest_api(airflow: Airflow) 
     with client:
         posted = client.post(path, content=msgspec.json.encode(value), params={"map_index": -1})
         got = client.get(path, params={"map_index": -1})
+        entry = airflow.rest_xcom(workload)
+        deleted = client.delete(path, params={"map_index": -1})
+        gone = client.get(path, params={"map_index": -1})
 
     assert posted.status_code == 201, posted.text
     assert msgspec.json.decode(got.content, type=XComResponse).value == value
-    entry = airflow.rest_xcom(workload)
     assert entry.status_code == 200, entry.text
     assert entry.json()["value"] == value
+    assert deleted.status_code == 200
+    assert gone.status_code == 404
 
 
 #: Every ``PATCH /state`` body taskvisor sends, by the state Airflow must then report.
