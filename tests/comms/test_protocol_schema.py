@@ -1,0 +1,54 @@
+"""docs/protocol.schema.json is generated from comms and kept current."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from comms_samples import ALL_TYPES, SUPERVISOR_TYPES, TASK_TYPES
+
+from comms.schema import protocol_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_FILE = ROOT / "docs" / "protocol.schema.json"
+REGENERATE = "python -m comms.schema > docs/protocol.schema.json"
+
+
+def test_committed_schema_equals_what_comms_schema_prints():
+    printed = subprocess.run(
+        [sys.executable, "-m", "comms.schema"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    committed = SCHEMA_FILE.read_text(encoding="utf-8")
+    assert committed == printed, f"docs/protocol.schema.json is stale; regenerate: {REGENERATE}"
+
+
+def test_every_message_type_appears_in_the_schema():
+    schema = protocol_schema()
+    defs = schema["$defs"]
+    missing = sorted(cls.__name__ for cls in ALL_TYPES if cls.__name__ not in defs)
+    assert not missing, f"not in the schema: {missing}; regenerate: {REGENERATE}"
+
+
+def test_each_direction_lists_exactly_its_own_message_types():
+    schema = protocol_schema()
+
+    def listed(direction: str) -> set[str]:
+        refs = schema["properties"][direction]["anyOf"]
+        return {ref["$ref"].rsplit("/", 1)[-1] for ref in refs}
+
+    assert listed("task_to_supervisor") == {cls.__name__ for cls in TASK_TYPES}
+    assert listed("supervisor_to_task") == {cls.__name__ for cls in SUPERVISOR_TYPES}
+
+
+def test_schema_tags_messages_by_type_and_is_plain_json():
+    schema = protocol_schema()
+    assert schema["$defs"]["GetVariable"]["properties"]["type"] == {"enum": ["GetVariable"]}
+    assert "id" in schema["$defs"]["GetVariable"]["required"]
+    assert "id" not in schema["$defs"]["Log"]["properties"]
+    assert json.loads(json.dumps(schema)) == schema
