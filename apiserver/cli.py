@@ -1,0 +1,286 @@
+"""``taskvisor``: serve the reference Execution API, write activity files, run the demo.
+
+::
+
+    taskvisor serve --db state.sqlite --secret S [--host 127.0.0.1] [--port 8080]
+    taskvisor activity --db state.sqlite --secret S --server URL --entrypoint pkg.mod:func \\
+        --out activity.json
+    taskvisor demo
+
+The JWT secret may come from ``TASKVISOR_JWT_SECRET`` instead of ``--secret``. Bad flags exit
+with code 2 and a message naming the flag and what it expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import socket
+import sys
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+
+from apiserver.auth import MIN_SECRET_BYTES, check_secret
+
+__all__ = ["main"]
+
+SECRET_ENV = "TASKVISOR_JWT_SECRET"  # noqa: S105 (the name of the variable, not a secret)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _server_url(text: str) -> str:
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise argparse.ArgumentTypeError(
+            f"expected the Execution API base URL, e.g. http://127.0.0.1:8080/execution/, "
+            f"got {text!r}"
+        )
+    return text if text.endswith("/") else text + "/"
+
+
+def _add_secret(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secret",
+        help=f"JWT signing secret, at least {MIN_SECRET_BYTES} bytes (default: ${SECRET_ENV})",
+    )
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", required=True, type=Path, metavar="PATH", help="SQLite database file"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``taskvisor``."""
+    parser = argparse.ArgumentParser(
+        prog="taskvisor", description="taskvisor's reference Execution API server and tools."
+    )
+    commands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the reference Execution API server")
+    serve.set_defaults(parser=serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_port, default=8080, help="port (0: pick a free one)")
+    _add_db(serve)
+    _add_secret(serve)
+    serve.add_argument(
+        "--token-lifetime",
+        type=_positive_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="life of the tokens the server issues (default 600)",
+    )
+    serve.add_argument(
+        "--leeway",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="clock skew tolerated on token exp/nbf (default 10)",
+    )
+    serve.add_argument(
+        "--refresh-floor",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="always reissue tokens with less than this left (default 30, as Airflow)",
+    )
+    serve.add_argument(
+        "--fd",
+        type=_count,
+        metavar="N",
+        help="serve on this inherited listening socket instead of --host/--port",
+    )
+
+    activity = commands.add_parser(
+        "activity", help="create a queued task instance and write its activity file"
+    )
+    activity.set_defaults(parser=activity)
+    _add_db(activity)
+    _add_secret(activity)
+    activity.add_argument(
+        "--server", required=True, type=_server_url, metavar="URL", help="Execution API base URL"
+    )
+    activity.add_argument("--out", required=True, type=Path, metavar="FILE", help="activity file")
+    what = activity.add_mutually_exclusive_group(required=True)
+    what.add_argument("--entrypoint", help='"pkg.module:callable" or "path/file.py:callable"')
+    what.add_argument(
+        "--command",
+        nargs=argparse.REMAINDER,
+        metavar="ARG",
+        help="instead of --entrypoint: the command to run (must be the last option)",
+    )
+    activity.add_argument(
+        "--var",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a (global) variable in the database; repeatable",
+    )
+    activity.add_argument(
+        "--env",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the task; repeatable",
+    )
+    activity.add_argument("--dag-id", default="taskvisor")
+    activity.add_argument("--task-id", default="task")
+    activity.add_argument("--run-id", help="dag run id (default: a new run)")
+    activity.add_argument("--max-tries", type=_count, default=0, metavar="N")
+    activity.add_argument("--team", help="team of a new dag run")
+    activity.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS")
+    activity.add_argument("--log-path", type=Path, metavar="FILE", help="task log file")
+    activity.add_argument(
+        "--token-lifetime",
+        type=_positive_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="life of the workload token in the file (default 600)",
+    )
+
+    demo = commands.add_parser("demo", help="run one example task end to end")
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="where the database, activity and task log go (default: a new temporary dir)",
+    )
+    return parser
+
+
+def _secret(args: argparse.Namespace) -> str:
+    parser: argparse.ArgumentParser = args.parser
+    secret: str | None = args.secret or os.environ.get(SECRET_ENV)
+    if not secret:
+        parser.error(f"the following arguments are required: --secret (or set ${SECRET_ENV})")
+    try:
+        check_secret(secret)
+    except ValueError as exc:
+        parser.error(f"argument --secret: {exc}")
+    return secret
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from apiserver.app import create_app
+
+    secret = _secret(args)
+    if args.fd is not None:
+        listener = socket.socket(fileno=args.fd)
+    else:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        try:
+            listener = socket.create_server((args.host, args.port), family=family, backlog=1024)
+        except OSError as exc:
+            print(f"taskvisor: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            return 1
+    app = create_app(
+        args.db,
+        secret,
+        token_lifetime=args.token_lifetime,
+        leeway=args.leeway,
+        refresh_floor=args.refresh_floor,
+    )
+    host, port = listener.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"taskvisor: Execution API listening on http://{shown}:{port}/execution/", flush=True)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
+    uvicorn.Server(config).run(sockets=[listener])
+    return 0
+
+
+def _activity(args: argparse.Namespace) -> int:
+    from apiserver.admin import Admin
+
+    secret = _secret(args)
+    if args.command is not None and not args.command:
+        args.parser.error("argument --command: expected the command and its arguments")
+    with Admin(args.db) as admin:
+        for key, value in args.var:
+            admin.set_variable(key, value)
+        ti_id = admin.write_activity(
+            args.out,
+            server=args.server,
+            secret=secret,
+            entrypoint=args.entrypoint,
+            command=args.command,
+            dag_id=args.dag_id,
+            task_id=args.task_id,
+            run_id=args.run_id,
+            max_tries=args.max_tries,
+            team=args.team,
+            timeout=args.timeout,
+            log_path=args.log_path,
+            env=dict(args.env) or None,
+            token_lifetime=args.token_lifetime,
+        )
+    print(f"taskvisor: queued task instance {ti_id}; activity written to {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``taskvisor`` with ``argv`` (default: the command line); return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.subcommand == "serve":
+        return _serve(args)
+    if args.subcommand == "activity":
+        return _activity(args)
+    from apiserver.demo import run_demo
+
+    return run_demo(args.workdir)

@@ -1,0 +1,1 @@
+"""The Execution API routes, one module per resource, each exposing ``routes(...)``."""
