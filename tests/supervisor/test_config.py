@@ -1,0 +1,75 @@
+"""supervisor.config: defaults, TASKVISOR_* overrides, bad values named."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from comms.framing import DEFAULT_MAX_LINE
+from supervisor.config import SupervisorConfig
+
+
+def test_defaults_without_environment():
+    config = SupervisorConfig.from_env({})
+    assert config == SupervisorConfig()
+    assert config.heartbeat_interval == 5.0
+    assert config.max_line == DEFAULT_MAX_LINE
+
+
+def test_environment_variables_override_each_setting():
+    config = SupervisorConfig.from_env(
+        {
+            "TASKVISOR_HEARTBEAT_INTERVAL": "0.5",
+            "TASKVISOR_KILL_GRACE": "2",
+            "TASKVISOR_MAX_LINE": "1024",
+            "UNRELATED": "x",
+        }
+    )
+    assert config.heartbeat_interval == 0.5
+    assert config.kill_grace == 2.0
+    assert config.max_line == 1024
+    assert isinstance(config.max_line, int)
+    assert config.heartbeat_tolerance == SupervisorConfig().heartbeat_tolerance
+
+
+def test_every_setting_has_an_environment_variable():
+    names = list(SupervisorConfig.__dataclass_fields__)
+    environ = {f"TASKVISOR_{name.upper()}": "7" for name in names}
+    config = SupervisorConfig.from_env(environ)
+    assert all(getattr(config, name) == 7 for name in names)
+
+
+def test_reads_os_environ_by_default(monkeypatch):
+    monkeypatch.setenv("TASKVISOR_OVERTIME", "3")
+    assert SupervisorConfig.from_env().overtime == 3.0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("TASKVISOR_HEARTBEAT_INTERVAL", "fast", "a number of seconds"),
+        ("TASKVISOR_MAX_LINE", "1.5", "an integer"),
+        ("TASKVISOR_KILL_GRACE", "0", "> 0"),
+        ("TASKVISOR_API_TIMEOUT", "-1", "> 0"),
+        ("TASKVISOR_HEARTBEAT_TOLERANCE", "nan", "> 0"),
+    ],
+)
+def test_bad_value_names_the_variable_and_what_was_expected(name, value, expected):
+    with pytest.raises(ValueError) as info:
+        SupervisorConfig.from_env({name: value})
+    assert name in str(info.value)
+    assert repr(value) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_overrides_change_only_the_given_settings():
+    config = SupervisorConfig().with_overrides(heartbeat_interval=1.0, kill_grace=None)
+    assert config.heartbeat_interval == 1.0
+    assert config.kill_grace == SupervisorConfig().kill_grace
+    assert not math.isnan(config.overtime)
+
+
+def test_config_is_immutable():
+    with pytest.raises(AttributeError):
+        SupervisorConfig().kill_grace = 1.0  # type: ignore[misc]

@@ -1,0 +1,181 @@
+"""supervisor.outcome: the decision table of a try's outcome, failing closed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+
+import pytest
+
+from comms.messages import DeferTask, RescheduleTask, RetryTask, SucceedTask, TaskState
+from supervisor.outcome import ExitCode, StopReason, decide, reported_at_once
+from supervisor.process import ExitStatus
+
+WHEN = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+CLEAN = ExitStatus(code=0)
+EXIT_3 = ExitStatus(code=3)
+SIGKILLED = ExitStatus(signal=signal.SIGKILL)
+SIGSEGV = ExitStatus(signal=signal.SIGSEGV)
+UNKNOWN = ExitStatus()
+
+SUCCESS = SucceedTask(id=1)
+RETRY = RetryTask(id=1, reason="db flaky")
+FAILED = TaskState(id=1, state="failed", reason="bad input")
+SKIPPED = TaskState(id=1, state="skipped")
+DEFER = DeferTask(id=1, classpath="t.Trigger")
+RESCHEDULE = RescheduleTask(id=1, reschedule_date=WHEN)
+
+
+def test_exit_codes_match_the_design():
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("terminal", "status", "state", "exit_code"),
+    [
+        (SUCCESS, CLEAN, "success", ExitCode.OK),
+        (DEFER, CLEAN, "deferred", ExitCode.OK),
+        (RESCHEDULE, CLEAN, "up_for_reschedule", ExitCode.OK),
+        (RETRY, CLEAN, "up_for_retry", ExitCode.FAILED),
+        (FAILED, CLEAN, "failed", ExitCode.FAILED),
+        (SKIPPED, CLEAN, "skipped", ExitCode.OK),
+    ],
+)
+def test_terminal_message_and_clean_exit_give_the_reported_state(
+    terminal, status, state, exit_code
+):
+    outcome = decide(terminal, status, None, should_retry=False)
+    assert (outcome.state, outcome.exit_code) == (state, exit_code)
+
+
+@pytest.mark.parametrize("should_retry", [False, True])
+def test_no_terminal_message_and_exit_0_is_a_failure_never_a_success(should_retry):
+    outcome = decide(None, CLEAN, None, should_retry=should_retry)
+    assert outcome.state == ("up_for_retry" if should_retry else "failed")
+    assert outcome.exit_code is ExitCode.FAILED
+    assert "without reporting a state" in outcome.reason
+
+
+@pytest.mark.parametrize("status", [EXIT_3, SIGSEGV, UNKNOWN])
+def test_no_terminal_message_and_bad_exit_is_a_failure_naming_the_exit(status):
+    outcome = decide(None, status, None, should_retry=False)
+    assert outcome.state == "failed"
+    assert outcome.exit_code is ExitCode.FAILED
+    assert status.describe() in outcome.reason
+
+
+def test_sigkill_without_terminal_message_is_worded_as_likely_oom():
+    outcome = decide(None, SIGKILLED, None, should_retry=False)
+    assert outcome.state == "failed"
+    assert "SIGKILL" in outcome.reason
+    assert "OOM" in outcome.reason
+
+
+def test_should_retry_turns_a_crash_into_up_for_retry():
+    outcome = decide(None, SIGKILLED, None, should_retry=True)
+    assert outcome.state == "up_for_retry"
+    assert outcome.exit_code is ExitCode.FAILED
+
+
+@pytest.mark.parametrize("terminal", [None, SUCCESS, FAILED, RETRY])
+@pytest.mark.parametrize("status", [CLEAN, SIGKILLED])
+def test_server_stop_reports_no_state_and_exits_5(terminal, status):
+    outcome = decide(terminal, status, StopReason.SERVER, should_retry=True)
+    assert outcome.state is None
+    assert outcome.exit_code is ExitCode.SERVER_STOPPED
+    assert "server" in outcome.reason
+
+
+@pytest.mark.parametrize("status", [EXIT_3, SIGKILLED, UNKNOWN])
+@pytest.mark.parametrize("terminal", [SUCCESS, RETRY, DEFER, RESCHEDULE], ids=type)
+def test_state_reported_at_once_stays_whatever_the_exit(terminal, status):
+    clean = decide(terminal, CLEAN, None, should_retry=False)
+    outcome = decide(terminal, status, None, should_retry=False)
+    assert outcome == clean
+
+
+def test_success_reported_then_overtime_kill_stays_success():
+    outcome = decide(
+        SUCCESS, ExitStatus(signal=signal.SIGTERM), StopReason.OVERTIME, should_retry=False
+    )
+    assert (outcome.state, outcome.exit_code) == ("success", ExitCode.OK)
+
+
+def test_retry_reason_is_the_tasks_own():
+    assert decide(RETRY, CLEAN, None, should_retry=False).reason == "db flaky"
+
+
+@pytest.mark.parametrize("status", [EXIT_3, SIGSEGV, UNKNOWN])
+def test_skipped_then_non_zero_exit_is_a_failure(status):
+    outcome = decide(SKIPPED, status, None, should_retry=False)
+    assert outcome.state == "failed"
+    assert outcome.exit_code is ExitCode.FAILED
+    assert "task reported skipped but then" in outcome.reason
+    assert status.describe() in outcome.reason
+
+
+def test_failed_reason_is_kept_on_clean_exit():
+    assert decide(FAILED, CLEAN, None, should_retry=True).reason == "bad input"
+
+
+@pytest.mark.parametrize(
+    ("stop", "words"),
+    [
+        (StopReason.TIMEOUT, "timeout"),
+        (StopReason.TERMINATED, "terminated"),
+        (StopReason.HEARTBEAT_LOST, "heartbeat lost"),
+        (StopReason.PROTOCOL, "protocol error"),
+    ],
+)
+@pytest.mark.parametrize("should_retry", [False, True])
+def test_supervisor_stop_without_reported_state_fails_with_its_reason(stop, words, should_retry):
+    for terminal, status in [
+        (None, ExitStatus(signal=signal.SIGTERM)),
+        (SKIPPED, CLEAN),
+        (None, CLEAN),
+    ]:
+        outcome = decide(terminal, status, stop, should_retry=should_retry)
+        assert outcome.state == ("up_for_retry" if should_retry else "failed")
+        assert outcome.exit_code is ExitCode.FAILED
+        assert outcome.reason.startswith(words)
+
+
+def test_overtime_after_skipped_and_clean_exit_stays_skipped():
+    outcome = decide(SKIPPED, CLEAN, StopReason.OVERTIME, should_retry=False)
+    assert (outcome.state, outcome.exit_code) == ("skipped", ExitCode.OK)
+
+
+@pytest.mark.parametrize(
+    ("terminal", "at_once"),
+    [
+        (SUCCESS, True),
+        (RETRY, True),
+        (DEFER, True),
+        (RESCHEDULE, True),
+        (FAILED, False),
+        (SKIPPED, False),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, bool) else str(v),
+)
+def test_only_failed_and_skipped_wait_for_the_process_exit(terminal, at_once):
+    assert reported_at_once(terminal) is at_once
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (ExitStatus(code=0), "exit code 0"),
+        (ExitStatus(code=2), "exit code 2"),
+        (ExitStatus(signal=signal.SIGKILL), "killed by SIGKILL"),
+        (ExitStatus(), "unknown exit status"),
+    ],
+)
+def test_exit_status_wording(status, words):
+    assert status.describe().startswith(words)
+
+
+def test_only_a_known_exit_0_is_clean():
+    assert ExitStatus(code=0).clean
+    assert not ExitStatus(code=1).clean
+    assert not ExitStatus(signal=signal.SIGTERM).clean
+    assert not ExitStatus().clean
