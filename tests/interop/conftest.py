@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -76,17 +76,17 @@ def _fail_with(what: str, result: subprocess.CompletedProcess[str]) -> None:
     pytest.fail(f"{what} failed (exit {result.returncode}); interop needs it:\n{tail}", False)
 
 
-def ensure_airflow_venv() -> Path:
+def ensure_airflow_venv(venv: Path = VENV) -> Path:
     """Return the Airflow venv's python, creating the venv from PyPI if needed (or fail)."""
-    python = VENV / "bin" / "python"
+    python = venv / "bin" / "python"
     if _installed_airflow(python) == AIRFLOW_VERSION:
         return python
     base = shutil.which("python3.11") or sys.executable
     made = subprocess.run(
-        [base, "-m", "venv", "--clear", VENV], capture_output=True, text=True, check=False
+        [base, "-m", "venv", "--clear", venv], capture_output=True, text=True, check=False
     )
     if made.returncode:
-        _fail_with(f"creating {VENV}", made)
+        _fail_with(f"creating {venv}", made)
     try:
         pip = subprocess.run(
             [python, "-m", "pip", "install", "--quiet", f"apache-airflow=={AIRFLOW_VERSION}"],
@@ -100,8 +100,14 @@ def ensure_airflow_venv() -> Path:
     if pip.returncode:
         _fail_with(f"pip install apache-airflow=={AIRFLOW_VERSION} (is PyPI reachable?)", pip)
     if _installed_airflow(python) != AIRFLOW_VERSION:
-        pytest.fail(f"{VENV} does not import apache-airflow {AIRFLOW_VERSION} after install")
+        pytest.fail(f"{venv} does not import apache-airflow {AIRFLOW_VERSION} after install")
     return python
+
+
+@pytest.fixture(scope="session")
+def airflow_installer() -> Callable[[Path], Path]:
+    """:func:`ensure_airflow_venv`, for tests of the harness itself."""
+    return ensure_airflow_venv
 
 
 def free_port() -> int:
@@ -325,6 +331,7 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     """A running Airflow 3.3.2 api-server with the interop DAG, a variable and a connection."""
     python = ensure_airflow_venv()
+    airflow_bin = python.with_name("airflow")
     home = tmp_path_factory.mktemp("airflow_home")
     (home / "passwords.json").write_text(json.dumps({"admin": ADMIN_PASSWORD}))
     port = free_port()
@@ -336,7 +343,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     server_log = home / "api-server.log"
     with server_log.open("wb") as out:
         server = subprocess.Popen(
-            [VENV / "bin" / "airflow", "api-server", "-H", "127.0.0.1", "-p", str(port)],
+            [airflow_bin, "api-server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

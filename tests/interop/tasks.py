@@ -1,0 +1,68 @@
+"""Task entrypoints the interop tests run with ``supervise`` against a real Airflow.
+
+Activity files name them as ``tests/interop/tasks.py:<function>``. What a task needs from the
+test (names of Airflow objects, where to leave a pid, when to stop waiting) comes in through
+the activity's ``env``, so nothing here duplicates the test harness.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sdk import Connection, Skip, Variable, XCom, log
+
+
+def returns_value() -> Any:
+    """Succeed, returning the JSON value in ``INTEROP_RETURN``."""
+    return json.loads(os.environ["INTEROP_RETURN"])
+
+
+def uses_airflow_state() -> dict[str, Any]:
+    """Read an Airflow Variable and Connection, push an XCom, pull another task's."""
+    greeting = Variable.get(os.environ["INTEROP_VARIABLE"])
+    conn = Connection.get(os.environ["INTEROP_CONNECTION"])
+    # The supervisor must mask this in the task log: it handed the password over.
+    print(f"connecting to {conn.host} with password {conn.password}")
+    pulled = XCom.pull(task_id=os.environ["INTEROP_PULL_FROM"])
+    XCom.push("summary", {"greeting": greeting, "host": conn.host, "port": conn.port})
+    return {"greeting": greeting, "login": conn.login, "pulled": pulled}
+
+
+def raises() -> None:
+    """Fail with an ordinary exception: up_for_retry if tries are left, else failed."""
+    raise RuntimeError("interop task failed on purpose")
+
+
+def skips() -> None:
+    """End the try as skipped."""
+    raise Skip("nothing to do today")
+
+
+def writes_logs() -> str:
+    """Write to every output a task has: the structured log, stdout and stderr."""
+    log.info("structured event", rows=3, table="interop")
+    log.warning("structured warning")
+    print("plain line on stdout", flush=True)
+    print("plain line on stderr", file=sys.stderr, flush=True)
+    return "logged"
+
+
+def waits_for_release() -> str:
+    """Leave this process's pid in ``INTEROP_PID_FILE``, then wait for ``INTEROP_RELEASE``.
+
+    The test decides how long the task runs (heartbeats, mid-run state changes) by creating
+    the release file; the deadline only bounds a test that never does.
+    """
+    Path(os.environ["INTEROP_PID_FILE"]).write_text(str(os.getpid()))
+    release = Path(os.environ["INTEROP_RELEASE"])
+    deadline = time.monotonic() + 120
+    while not release.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("never released")
+        time.sleep(0.05)
+    return "released"
