@@ -1,0 +1,209 @@
+"""The ``taskvisor`` command: flag errors, ``activity`` and ``serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from apiserver import Admin
+from apiserver.cli import main
+from comms.api import TOKEN_AUDIENCE
+
+SECRET = secrets.token_urlsafe(64)
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKVISOR_JWT_SECRET", raising=False)
+
+
+def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["serve", "--db", "x.db", "--secret", SECRET, "--port", "abc"],
+            "argument --port: expected a port number 0-65535, got 'abc'",
+        ),
+        (
+            ["serve", "--db", "x.db", "--secret", SECRET, "--port", "70000"],
+            "argument --port: expected a port number 0-65535, got '70000'",
+        ),
+        (
+            ["serve", "--db", "x.db", "--secret", SECRET, "--token-lifetime", "0"],
+            "argument --token-lifetime: expected a number of seconds > 0, got '0'",
+        ),
+        (
+            ["serve", "--db", "x.db", "--secret", SECRET, "--leeway", "soon"],
+            "argument --leeway: expected a number of seconds >= 0, got 'soon'",
+        ),
+        (["serve", "--secret", SECRET], "the following arguments are required: --db"),
+        (
+            ["serve", "--db", "x.db"],
+            "the following arguments are required: --secret (or set $TASKVISOR_JWT_SECRET)",
+        ),
+        (
+            ["serve", "--db", "x.db", "--secret", "short"],
+            "argument --secret: the JWT secret must be at least 64 bytes for HS512, got 5",
+        ),
+        (
+            ["activity", "--db", "x.db", "--secret", SECRET, "--server", "http://h/execution/"],
+            "the following arguments are required: --out",
+        ),
+        (
+            [
+                *("activity", "--db", "x.db", "--secret", SECRET, "--out", "a.json"),
+                *("--server", "http://h/execution/"),
+            ],
+            "one of the arguments --entrypoint --command is required",
+        ),
+        (
+            [
+                *("activity", "--db", "x.db", "--secret", SECRET, "--out", "a.json"),
+                *("--server", "ftp://h/", "--entrypoint", "m:f"),
+            ],
+            "argument --server: expected the Execution API base URL",
+        ),
+        (
+            [
+                *("activity", "--db", "x.db", "--secret", SECRET, "--out", "a.json"),
+                *("--server", "http://h/execution/", "--entrypoint", "m:f", "--var", "novalue"),
+            ],
+            "argument --var: expected KEY=VALUE, got 'novalue'",
+        ),
+        (
+            [
+                *("activity", "--db", "x.db", "--secret", SECRET, "--out", "a.json"),
+                *("--server", "http://h/execution/", "--entrypoint", "m:f", "--max-tries", "-1"),
+            ],
+            "argument --max-tries: expected an integer >= 0, got '-1'",
+        ),
+        (
+            [
+                *("activity", "--db", "x.db", "--secret", SECRET, "--out", "a.json"),
+                *("--server", "http://h/execution/", "--command"),
+            ],
+            "argument --command: expected the command and its arguments",
+        ),
+        (["bogus"], "invalid choice: 'bogus'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag_and_the_expected_value(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert message in _usage_error(capsys, argv)
+
+
+def test_activity_creates_a_queued_ti_and_writes_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "state.sqlite"
+    out = tmp_path / "activity.json"
+    code = main(
+        [
+            *("activity", "--db", str(db), "--secret", SECRET, "--out", str(out)),
+            *("--server", "http://127.0.0.1:8080/execution", "--entrypoint", "pkg.mod:run"),
+            *("--var", "greeting=hello=world", "--env", "MODE=test", "--max-tries", "2"),
+            *("--dag-id", "etl", "--task-id", "load", "--timeout", "30"),
+        ]
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    ti_id = doc["ti"]["id"]
+    assert ti_id in capsys.readouterr().out
+    assert doc["server"] == "http://127.0.0.1:8080/execution/"
+    assert doc["entrypoint"] == "pkg.mod:run"
+    assert doc["env"] == {"MODE": "test"}
+    assert doc["timeout"] == 30
+    assert (doc["ti"]["dag_id"], doc["ti"]["task_id"]) == ("etl", "load")
+    claims = jwt.decode(doc["token"], SECRET, algorithms=["HS512"], audience=TOKEN_AUDIENCE)
+    assert (claims["sub"], claims["scope"]) == (ti_id, "workload")
+    with Admin(db) as admin:
+        ti = admin.get_task_instance(ti_id)
+        assert (ti.state, ti.max_tries) == ("queued", 2)
+        assert admin.get_variable("greeting") == "hello=world"
+
+
+def test_activity_takes_the_secret_from_the_environment_and_a_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKVISOR_JWT_SECRET", SECRET)
+    out = tmp_path / "activity.json"
+    code = main(
+        [
+            *("activity", "--db", str(tmp_path / "db"), "--out", str(out)),
+            *("--server", "http://127.0.0.1:8080/execution/"),
+            *("--command", "./task.sh", "--verbose", "-x"),
+        ]
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["command"] == ["./task.sh", "--verbose", "-x"]
+    assert "entrypoint" not in doc
+    jwt.decode(doc["token"], SECRET, algorithms=["HS512"], audience=TOKEN_AUDIENCE)
+
+
+def _read_line(process: subprocess.Popen[bytes], deadline: float) -> str:
+    """The first stdout line of ``process``, failing (not hanging) after ``deadline``."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        assert selector.select(deadline - time.monotonic()), "no output before the deadline"
+    return process.stdout.readline().decode()
+
+
+def test_serve_prints_where_it_listens_and_answers_there(tmp_path: Path) -> None:
+    taskvisor = Path(sys.executable).parent / "taskvisor"
+    with subprocess.Popen(
+        [str(taskvisor), "serve", "--port", "0", "--db", str(tmp_path / "db.sqlite")],
+        env={**os.environ, "TASKVISOR_JWT_SECRET": SECRET},
+        stdout=subprocess.PIPE,
+    ) as process:
+        try:
+            line = _read_line(process, time.monotonic() + 30)
+            assert line.startswith("taskvisor: Execution API listening on http://127.0.0.1:")
+            url = line.split(" on ", 1)[1].strip()
+            assert url.endswith("/execution/")
+            with httpx.Client(timeout=10) as client:
+                assert client.get(f"{url}health").json() == {"status": "healthy"}
+        finally:
+            process.terminate()
+            # uvicorn shuts down gracefully, then re-raises the signal it caught.
+            assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_serve_on_a_busy_port_fails_clearly(tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "apiserver", "serve", "--port", str(port)),
+                *("--db", str(tmp_path / "db.sqlite"), "--secret", SECRET),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
