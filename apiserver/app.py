@@ -12,12 +12,14 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
 from apiserver.auth import check_secret
 from apiserver.db import connect
+from apiserver.echo_headers import EchoHeadersMiddleware
 from apiserver.responses import json_response
 from apiserver.routes import connections, health, task_instances, variables, xcoms
 from apiserver.security import ServerContext
@@ -71,4 +73,5 @@ def create_app(
     return Starlette(
         routes=[Mount("/execution", routes=api)],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        middleware=[Middleware(EchoHeadersMiddleware)],
     )

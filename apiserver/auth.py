@@ -25,6 +25,7 @@ __all__ = [
     "Scope",
     "TokenClaims",
     "check_secret",
+    "check_time_claims",
     "decode_token",
     "mint_token",
     "reissue_token",
@@ -97,12 +98,24 @@ def reissue_token(secret: str, claims: TokenClaims, *, lifetime: float) -> str:
     return mint_token(secret, claims.sub, scope=claims.scope, lifetime=lifetime)
 
 
-def decode_token(token: str, secret: str, *, leeway: float = 10) -> TokenClaims:
+def check_time_claims(claims: TokenClaims, now: float, *, leeway: float) -> None:
+    """Raise :class:`InvalidToken` unless ``claims`` are valid at ``now`` (within ``leeway``)."""
+    if claims.exp + leeway < now:
+        raise InvalidToken("Signature has expired")
+    if claims.nbf - leeway > now:
+        raise InvalidToken("The token is not yet valid (nbf)")
+    if claims.iat - leeway > now:
+        raise InvalidToken("The token is not yet valid (iat)")
+
+
+def decode_token(
+    token: str, secret: str, *, leeway: float = 10, now: float | None = None
+) -> TokenClaims:
     """Verify ``token`` and return its claims, or raise :class:`InvalidToken`.
 
     Rejects anything but HS512 (``none``, HS256, RS*), a bad signature, a wrong audience, a
-    missing required claim, an expired token or one not valid yet (beyond ``leeway`` seconds),
-    and an unknown scope.
+    missing required claim, an unknown scope, and a token expired or not valid yet at ``now``
+    (default: the current time) beyond ``leeway`` seconds.
     """
     try:
         raw = jwt.decode(
@@ -110,11 +123,19 @@ def decode_token(token: str, secret: str, *, leeway: float = 10) -> TokenClaims:
             secret,
             algorithms=[ALGORITHM],
             audience=TOKEN_AUDIENCE,
-            leeway=leeway,
-            options={"require": _REQUIRED_CLAIMS},
+            # Time claims are checked below against ``now``, the same clock the server's
+            # cache of verified tokens uses.
+            options={
+                "require": _REQUIRED_CLAIMS,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
         )
-        return msgspec.convert(raw, TokenClaims)
+        claims = msgspec.convert(raw, TokenClaims)
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from exc
     except msgspec.ValidationError as exc:
         raise InvalidToken(f"bad claims: {exc}") from exc
+    check_time_claims(claims, time.time() if now is None else now, leeway=leeway)
+    return claims

@@ -12,12 +12,19 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from apiserver.auth import InvalidToken, TokenClaims, decode_token, mint_token, reissue_token
+from apiserver.auth import (
+    InvalidToken,
+    TokenClaims,
+    check_time_claims,
+    decode_token,
+    mint_token,
+    reissue_token,
+)
 from apiserver.responses import ApiError, validation_error
 
 __all__ = [
@@ -36,6 +43,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 #: The response header that carries a replacement token.
 REFRESHED_TOKEN_HEADER = "Refreshed-API-Token"  # noqa: S105 (a header name)
+
+_VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,9 @@ class ServerContext:
     leeway: float
     #: Reissue when fewer seconds than this are left: Airflow's max(20% of lifetime, 30 s).
     refresh_threshold: float
+    #: Tokens that verified, by their exact text: a supervisor sends the same token many
+    #: times, and re-checking the signature is most of the per-request cost.
+    _verified: dict[str, TokenClaims] = field(default_factory=dict)
 
     def task_identity(self, ti_id: str) -> TaskIdentity | None:
         """The live task instance ``ti_id`` with its run's team, or None if there is none."""
@@ -79,16 +91,30 @@ class ServerContext:
         """A fresh ``execution`` token for ``ti_id`` (what ``/run`` trades a workload token for)."""
         return mint_token(self.secret, ti_id, scope="execution", lifetime=self.token_lifetime)
 
+    def _verify(self, token: str) -> TokenClaims:
+        now = time.time()
+        try:
+            claims = self._verified.get(token)
+            if claims is None:
+                claims = decode_token(token, self.secret, leeway=self.leeway, now=now)
+                if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+                    self._verified.clear()
+                self._verified[token] = claims
+            else:
+                # The signature was checked once; the time claims are checked every time.
+                check_time_claims(claims, now, leeway=self.leeway)
+        except InvalidToken as exc:
+            self._verified.pop(token, None)
+            raise ApiError(403, f"Invalid auth token: {exc}") from exc
+        return claims
+
     def authenticate(self, request: Request, *, workload_ok: bool, ti_self: bool) -> TokenClaims:
         """Verify the request's bearer token for this route, or raise the :class:`ApiError`."""
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "Missing auth token")
-        try:
-            claims = decode_token(token.strip(), self.secret, leeway=self.leeway)
-        except InvalidToken as exc:
-            raise ApiError(403, f"Invalid auth token: {exc}") from exc
+        claims = self._verify(token.strip())
         if claims.scope == "workload" and not workload_ok:
             raise ApiError(403, "Token type 'workload' not allowed for this endpoint")
         if ti_self:

@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
@@ -283,3 +284,22 @@ def test_short_secret_is_refused(tmp_path: Any) -> None:
 
     with pytest.raises(ValueError, match="at least 64 bytes"):
         create_app(tmp_path / "db.sqlite", "short")
+
+
+def test_a_token_that_verified_before_is_refused_once_it_expired(
+    api: Api, ti_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = api.token(ti_id, lifetime=60)
+    assert _get_variable(api, token).status_code == 200
+    later = time.time() + 60 + 11  # past exp and the 10 s leeway
+    monkeypatch.setattr("apiserver.security.time", SimpleNamespace(time=lambda: later))
+    response = _get_variable(api, token)
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Invalid auth token: Signature has expired"}
+    # Not served from the cache afterwards either.
+    assert _get_variable(api, token).status_code == 403
+
+
+def test_a_repeated_token_keeps_working(api: Api, ti_id: str) -> None:
+    token = api.token(ti_id)
+    assert [_get_variable(api, token).status_code for _ in range(3)] == [200, 200, 200]

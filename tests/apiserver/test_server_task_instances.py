@@ -349,3 +349,12 @@ def test_unknown_route_and_method_answer_in_json(api: Api) -> None:
     wrong = api.client.get(f"task-instances/{ti_id}/heartbeat", headers=api.auth(ti_id))
     assert wrong.status_code == 405
     assert wrong.json() == {"detail": "Method Not Allowed"}
+
+
+def test_correlation_id_and_api_version_are_echoed(api: Api) -> None:
+    response = api.client.get(
+        "health", headers={"correlation-id": "abc-123", "Airflow-API-Version": "2026-06-30"}
+    )
+    assert response.headers["correlation-id"] == "abc-123"
+    assert response.headers["airflow-api-version"] == "2026-06-30"
+    assert "correlation-id" not in api.client.get("health").headers
