@@ -13,9 +13,10 @@ This module is product: every test suite and the benchmarks use it. Typical use:
 How it works: the parent binds a listening socket on ``127.0.0.1`` (port 0 picks a free port
 the first time) and hands it to ``python -m apiserver serve --fd N``, so there is no window in
 which another process could take the port. Start-up polls ``GET /execution/health`` until it
-answers, with a deadline (no sleeps). :meth:`ReferenceServer.stop` ends the process (the port
-then refuses connections); :meth:`ReferenceServer.start` starts it again on the same port and
-database, which is what fault-injection tests need.
+answers, with a deadline (no sleeps). :meth:`ReferenceServer.stop` ends the process gracefully
+and :meth:`ReferenceServer.kill` abruptly (either way the port then refuses connections);
+:meth:`ReferenceServer.start` starts it again on the same port, database and secret, which is
+what fault-injection tests need.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ class ReferenceServer:
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
         health = f"{self.url}health"
-        with httpx.Client(timeout=1.0) as client:
+        # trust_env=False: a proxy configured in the environment must not see loopback calls.
+        with httpx.Client(timeout=1.0, trust_env=False) as client:
             while True:
                 if self._process.poll() is not None:
                     raise ServerStartError(
@@ -196,6 +198,16 @@ class ReferenceServer:
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """End the server process abruptly (SIGKILL), as a crash would, and wait for it.
+
+        Requests in flight are cut off; what was committed to the database stays.
+        """
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait()
 

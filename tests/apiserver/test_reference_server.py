@@ -185,6 +185,27 @@ def test_state_survives_a_restart_on_the_same_port(tmp_path: Path) -> None:
     assert (tmp_path / "server.sqlite").exists()
 
 
+def test_killed_server_keeps_committed_state_and_restarts(tmp_path: Path) -> None:
+    with ReferenceServer(workdir=tmp_path) as server:
+        ti_id = server.admin.create_task_instance()
+        token = server.mint_token(ti_id)
+        run = httpx.patch(
+            f"{server.url}task-instances/{ti_id}/run", json=RUN_BODY, headers=_bearer(token)
+        )
+        assert run.status_code == 200
+        server.kill()
+        assert not server.running
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}health")
+        server.start()
+        beat = httpx.put(
+            f"{server.url}task-instances/{ti_id}/heartbeat",
+            json={"hostname": "worker-1", "pid": 4242},
+            headers=_bearer(token),
+        )
+        assert beat.status_code == 204
+
+
 def test_stop_is_idempotent_and_start_twice_is_refused(tmp_path: Path) -> None:
     server = ReferenceServer(workdir=tmp_path)
     try:
