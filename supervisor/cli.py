@@ -1,0 +1,131 @@
+"""``supervise PATH|-``: run one task try under supervision. Exit codes: DESIGN.md.
+
+The task child is forked before anything else happens, while this process holds no token,
+thread or network client; see :mod:`supervisor.spawn`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from typing import NoReturn
+
+from supervisor.spawn import fork_zygote
+
+__all__ = ["main"]
+
+_USAGE_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="supervise",
+        description="Run one task try under supervision against an Execution API server.",
+        epilog="Each setting also reads TASKVISOR_<NAME> from the environment (e.g. "
+        "TASKVISOR_HEARTBEAT_INTERVAL); a flag wins over the environment.",
+    )
+    p.add_argument(
+        "activity", help="activity JSON file, or - to read it from stdin (keeps the token off disk)"
+    )
+    p.add_argument(
+        "--delete-activity",
+        action="store_true",
+        help="delete the activity file once read (keeps the token off disk)",
+    )
+    for name, help_text in (
+        ("heartbeat-interval", "seconds between heartbeats (default 5)"),
+        (
+            "heartbeat-tolerance",
+            "stop the task after this many seconds without a successful heartbeat (300)",
+        ),
+        ("kill-grace", "seconds between SIGTERM and SIGKILL (5)"),
+        ("overtime", "seconds a task may run after reporting its state (20)"),
+        ("api-retry-budget", "seconds to retry one Execution API call (60)"),
+        (
+            "state-retry-budget",
+            "seconds to retry the final state report before keeping it on disk (120)",
+        ),
+        ("api-timeout", "timeout of one HTTP request in seconds (30)"),
+        ("drain-timeout", "seconds to drain the task's pipes after it is gone (2)"),
+    ):
+        p.add_argument(f"--{name}", type=_positive_float, metavar="SECONDS", help=help_text)
+    p.add_argument(
+        "--max-line", type=int, metavar="BYTES", help="longest protocol line from the task (64 MiB)"
+    )
+    return p
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of the ``supervise`` console script."""
+    args = _parser().parse_args(argv)
+    zygote = fork_zygote()  # first: before secrets, threads and HTTP clients exist here
+    sys.exit(_supervise(args, zygote))
+
+
+def _supervise(args: argparse.Namespace, zygote: object) -> int:
+    from supervisor._linux import set_child_subreaper, set_dumpable
+    from supervisor.activity import parse_activity, resolve_run_as
+    from supervisor.config import SupervisorConfig
+    from supervisor.errors import ActivityError
+    from supervisor.spawn import Zygote
+
+    assert isinstance(zygote, Zygote)
+    # Before the token is read: no same-user process may read our memory or ptrace us, and
+    # every descendant of the task that escapes its group is re-parented to us.
+    set_dumpable(False)
+    set_child_subreaper()
+    try:
+        data = _read_activity(args.activity, delete=args.delete_activity)
+        activity = parse_activity(data)
+        run_as = resolve_run_as(activity.run_as, euid=os.geteuid()) if activity.run_as else None
+        config = SupervisorConfig.from_env().with_overrides(
+            heartbeat_interval=args.heartbeat_interval,
+            heartbeat_tolerance=args.heartbeat_tolerance,
+            kill_grace=args.kill_grace,
+            overtime=args.overtime,
+            api_retry_budget=args.api_retry_budget,
+            state_retry_budget=args.state_retry_budget,
+            api_timeout=args.api_timeout,
+            drain_timeout=args.drain_timeout,
+            max_line=args.max_line,
+        )
+        from supervisor.supervise import supervise
+
+        return supervise(activity, zygote, config, run_as=run_as)
+    except (ActivityError, ValueError) as exc:
+        zygote.abandon()
+        _wait_quietly(zygote.pid)
+        sys.stderr.write(f"supervise: {exc}\n")
+        return _USAGE_ERROR
+
+
+def _read_activity(source: str, *, delete: bool) -> bytes:
+    from supervisor.errors import ActivityError
+
+    try:
+        if source == "-":
+            return sys.stdin.buffer.read()
+        with open(source, "rb") as f:
+            data = f.read()
+        if delete:
+            os.unlink(source)
+        return data
+    except OSError as exc:
+        raise ActivityError("file", f"cannot read {source!r}: {exc.strerror}") from None
+
+
+def _wait_quietly(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

@@ -1,0 +1,230 @@
+"""Execution API client: Airflow 3's wire protocol over httpx.
+
+Every request carries ``Authorization: Bearer``, the pinned ``Airflow-API-Version`` and a
+``correlation-id``; a ``Refreshed-API-Token`` on any response replaces the token (this is also
+how a ``workload`` token is exchanged for an ``execution`` token on ``/run``). Connection
+errors, timeouts and 5xx are retried with exponential backoff and full jitter until a time
+budget runs out; 4xx are never retried. The transport is injectable, so tests hand in
+``httpx.MockTransport``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from comms.api import (
+    API_VERSION,
+    ConnectionResponse,
+    TIEnterRunningPayload,
+    TIHeartbeatInfo,
+    TIRunContext,
+    TIStateUpdate,
+    VariablePostBody,
+    VariableResponse,
+    XComResponse,
+)
+from comms.api import TaskInstance as TIIdentity
+from supervisor.errors import ServerResponseError, ServerUnreachable
+
+__all__ = ["ExecutionApiClient", "RetryPolicy"]
+
+T = TypeVar("T")
+USER_AGENT = "taskvisor/0.1"
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries for connection errors, timeouts and 5xx: exponential backoff, full jitter.
+
+    A call gives up when the next wait would end past ``budget`` seconds after it started.
+    """
+
+    budget: float = 60.0
+    first_wait: float = 0.2
+    max_wait: float = 5.0
+
+    def wait(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        return random.uniform(0, min(self.max_wait, self.first_wait * 2 ** (attempt - 1)))
+
+
+#: Called before each retry with (what, attempt, error text, wait seconds).
+RetryHook = Callable[[str, int, str, float], None]
+
+
+class ExecutionApiClient:
+    """A thread-safe client of one task try's Execution API calls."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        on_retry: RetryHook | None = None,
+    ) -> None:
+        self._token = token
+        self._token_lock = threading.Lock()
+        self.retry = retry or RetryPolicy()
+        self._on_retry = on_retry
+        self._http = httpx.Client(
+            base_url=server if server.endswith("/") else server + "/",
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"Airflow-API-Version": API_VERSION, "User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+            trust_env=False,
+        )
+
+    @property
+    def token(self) -> str:
+        """The token currently in use (the latest the server issued)."""
+        with self._token_lock:
+            return self._token
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    # --- task instance --------------------------------------------------------------
+
+    def run(
+        self, ti_id: uuid.UUID, payload: TIEnterRunningPayload, *, budget: float | None = None
+    ) -> TIRunContext:
+        """``PATCH /task-instances/{id}/run``: move the TI to running, get its run context."""
+        resp = self.request("PATCH", f"task-instances/{ti_id}/run", body=payload, budget=budget)
+        return msgspec.json.decode(resp.content, type=TIRunContext)
+
+    def heartbeat(self, ti_id: uuid.UUID, info: TIHeartbeatInfo) -> None:
+        """``PUT .../heartbeat``, one attempt: the heartbeat loop counts failures itself."""
+        self.request("PUT", f"task-instances/{ti_id}/heartbeat", body=info, retry=False)
+
+    def update_state(
+        self, ti_id: uuid.UUID, payload: TIStateUpdate, *, budget: float | None = None
+    ) -> None:
+        """``PATCH .../state``: report a terminal (or deferred/rescheduled) state."""
+        self.request("PATCH", f"task-instances/{ti_id}/state", body=payload, budget=budget)
+
+    # --- variables, connections, xcoms ---------------------------------------------
+
+    def get_variable(self, key: str) -> VariableResponse:
+        """``GET /variables/{key}``."""
+        resp = self.request("GET", f"variables/{_seg(key)}")
+        return msgspec.json.decode(resp.content, type=VariableResponse)
+
+    def put_variable(self, key: str, value: str, description: str | None) -> None:
+        """``PUT /variables/{key}``."""
+        self.request(
+            "PUT",
+            f"variables/{_seg(key)}",
+            body=VariablePostBody(val=value, description=description),
+        )
+
+    def delete_variable(self, key: str) -> None:
+        """``DELETE /variables/{key}``."""
+        self.request("DELETE", f"variables/{_seg(key)}")
+
+    def get_connection(self, conn_id: str) -> ConnectionResponse:
+        """``GET /connections/{conn_id}``."""
+        resp = self.request("GET", f"connections/{_seg(conn_id)}")
+        return msgspec.json.decode(resp.content, type=ConnectionResponse)
+
+    def get_xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str, map_index: int
+    ) -> XComResponse:
+        """``GET /xcoms/{dag_id}/{run_id}/{task_id}/{key}``: any task's XCom."""
+        path = _xcom_path(dag_id, run_id, task_id, key)
+        resp = self.request("GET", path, params={"map_index": map_index})
+        return msgspec.json.decode(resp.content, type=XComResponse)
+
+    def set_xcom(self, ti: TIIdentity, key: str, value: bytes) -> None:
+        """``POST /xcoms/...`` as task instance ``ti``; ``value`` is already JSON."""
+        path = _xcom_path(ti.dag_id, ti.run_id, ti.task_id, key)
+        self.request("POST", path, content=value, params={"map_index": ti.map_index})
+
+    def delete_xcom(self, ti: TIIdentity, key: str) -> None:
+        """``DELETE /xcoms/...`` of task instance ``ti``."""
+        path = _xcom_path(ti.dag_id, ti.run_id, ti.task_id, key)
+        self.request("DELETE", path, params={"map_index": ti.map_index})
+
+    # --- the one request path ------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: msgspec.Struct | None = None,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        retry: bool = True,
+        budget: float | None = None,
+    ) -> httpx.Response:
+        """Send one call with retries; return a 2xx response or raise an :class:`ApiError`."""
+        if body is not None:
+            content = _encoder.encode(body)
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        deadline = time.monotonic() + (self.retry.budget if budget is None else budget)
+        attempt = 0
+        while True:
+            attempt += 1
+            headers["Authorization"] = f"Bearer {self.token}"
+            headers["correlation-id"] = str(uuid.uuid4())
+            try:
+                resp = self._http.request(
+                    method, path, content=content, params=params, headers=headers
+                )
+            except httpx.TransportError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                self._adopt_token(resp)
+                if resp.status_code < 400:
+                    return resp
+                if resp.status_code < 500:
+                    raise ServerResponseError.for_status(
+                        method, path, resp.status_code, _detail(resp)
+                    )
+                error = f"HTTP {resp.status_code}: {_detail(resp)}"
+            wait = self.retry.wait(attempt)
+            if not retry or time.monotonic() + wait > deadline:
+                raise ServerUnreachable(
+                    f"{method} {path} failed after {attempt} attempt(s): {error}", attempts=attempt
+                )
+            if self._on_retry is not None:
+                self._on_retry(f"{method} {path}", attempt, error, wait)
+            time.sleep(wait)
+
+    def _adopt_token(self, resp: httpx.Response) -> None:
+        fresh = resp.headers.get("Refreshed-API-Token")
+        if fresh:
+            with self._token_lock:
+                self._token = fresh
+
+
+def _detail(resp: httpx.Response) -> Any:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:500]
+    return body.get("detail", body) if isinstance(body, dict) else body
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _xcom_path(dag_id: str, run_id: str, task_id: str, key: str) -> str:
+    return f"xcoms/{_seg(dag_id)}/{_seg(run_id)}/{_seg(task_id)}/{quote(key, safe='/')}"

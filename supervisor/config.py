@@ -1,0 +1,66 @@
+"""Supervisor settings: how often, how long, how patient. Not part of the activity.
+
+Each setting has a default, a ``supervise`` flag and an environment variable
+(``TASKVISOR_<NAME>``, e.g. ``TASKVISOR_HEARTBEAT_INTERVAL=2``); the flag wins.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from comms.framing import DEFAULT_MAX_LINE
+
+__all__ = ["SupervisorConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorConfig:
+    """Timings and limits of one supervision. All durations in seconds."""
+
+    #: Seconds between heartbeats.
+    heartbeat_interval: float = 5.0
+    #: Stop the task when no heartbeat succeeded for this long (transient failures tolerated
+    #: until then). Airflow's server declares a task a zombie after 300 s without one.
+    heartbeat_tolerance: float = 300.0
+    #: Seconds between SIGTERM and SIGKILL when the task is stopped.
+    kill_grace: float = 5.0
+    #: Seconds a task may keep running after it sent its terminal message.
+    overtime: float = 20.0
+    #: Seconds spent retrying one Execution API call (connection errors, timeouts, 5xx).
+    api_retry_budget: float = 60.0
+    #: Seconds spent retrying the final state report before keeping it on disk (exit 4).
+    state_retry_budget: float = 120.0
+    #: Timeout of one HTTP request.
+    api_timeout: float = 30.0
+    #: Seconds to keep draining the task's pipes after its process tree is gone.
+    drain_timeout: float = 2.0
+    #: Longest protocol line accepted from the task, in bytes.
+    max_line: int = DEFAULT_MAX_LINE
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> SupervisorConfig:
+        """Defaults overridden by ``TASKVISOR_*`` variables; raises ValueError naming a bad one."""
+        env = os.environ if environ is None else environ
+        changes: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f"TASKVISOR_{f.name.upper()}"
+            if name in env:
+                changes[f.name] = _number(name, env[name], integer=f.name == "max_line")
+        return replace(cls(), **changes)
+
+    def with_overrides(self, **values: Any) -> SupervisorConfig:
+        """A copy with the given non-None settings changed (from command-line flags)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def _number(name: str, text: str, *, integer: bool) -> float | int:
+    try:
+        value: float | int = int(text) if integer else float(text)
+    except ValueError:
+        kind = "an integer" if integer else "a number of seconds"
+        raise ValueError(f"{name}={text!r}: expected {kind}") from None
+    if value <= 0:
+        raise ValueError(f"{name}={text!r}: expected a value > 0")
+    return value

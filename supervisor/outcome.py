@@ -1,0 +1,131 @@
+"""How a task try ended, decided once, from facts, failing closed.
+
+Pure functions of what the supervisor saw: the terminal message (if any), the process's exit
+status, why the supervisor stopped the task (if it did) and the run context's
+``should_retry``. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+from dataclasses import dataclass
+
+from comms.messages import (
+    DeferTask,
+    RescheduleTask,
+    RetryTask,
+    SucceedTask,
+    TaskState,
+    TerminalRequest,
+)
+from supervisor.process import ExitStatus
+
+__all__ = ["ExitCode", "Outcome", "StopReason", "decide", "reported_at_once"]
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of ``supervise`` (DESIGN.md)."""
+
+    OK = 0  # success, skipped, deferred, up_for_reschedule: reported
+    FAILED = 1  # failed or up_for_retry: reported
+    USAGE = 2  # bad usage or invalid activity; nothing contacted
+    REFUSED = 3  # the server refused to start the task; task code never ran
+    NOT_REPORTED = 4  # the final state could not be reported; kept in <log_path>.state.json
+    SERVER_STOPPED = 5  # the server told us to stop the task (heartbeat 404/409/410)
+
+
+class StopReason(enum.StrEnum):
+    """Why the supervisor stopped the task before it ended by itself."""
+
+    TIMEOUT = "timeout"
+    TERMINATED = "terminated"  # supervise itself got SIGTERM/SIGINT
+    SERVER = "server"  # heartbeat 404/409/410
+    HEARTBEAT_LOST = "heartbeat_lost"  # no successful heartbeat within the tolerance
+    PROTOCOL = "protocol"  # the task broke the protocol beyond repair
+    OVERTIME = "overtime"  # still running after its terminal message
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The state to report (None: report nothing), why, and the exit code of ``supervise``."""
+
+    state: str | None
+    reason: str
+    exit_code: ExitCode
+
+
+_OK_STATES = {"success", "skipped", "deferred", "up_for_reschedule"}
+
+
+def state_of(terminal: TerminalRequest) -> str:
+    """The Airflow state a terminal message asks for."""
+    if isinstance(terminal, SucceedTask):
+        return "success"
+    if isinstance(terminal, RetryTask):
+        return "up_for_retry"
+    if isinstance(terminal, DeferTask):
+        return "deferred"
+    if isinstance(terminal, RescheduleTask):
+        return "up_for_reschedule"
+    return terminal.state
+
+
+def reported_at_once(terminal: TerminalRequest) -> bool:
+    """Whether this state is reported as soon as the task sends it (not after exit).
+
+    Success, retry, deferral and rescheduling are final the moment the task says so (work
+    done after that is not the task's result); failed and skipped wait for the process exit,
+    because a crash while exiting must turn them into a failure.
+    """
+    return not isinstance(terminal, TaskState)
+
+
+def decide(
+    terminal: TerminalRequest | None,
+    status: ExitStatus,
+    stop: StopReason | None,
+    *,
+    should_retry: bool,
+) -> Outcome:
+    """Decide the try's outcome. Fail closed: no terminal message is never a success."""
+    if stop is StopReason.SERVER:
+        return Outcome(None, "the server said the task must stop", ExitCode.SERVER_STOPPED)
+    if terminal is not None and not isinstance(terminal, TaskState):
+        state = state_of(terminal)  # already reported: final whatever happened next
+        reason = (
+            terminal.reason if isinstance(terminal, RetryTask) else None
+        ) or f"task reported {state}"
+        return Outcome(state, reason, _exit_code(state))
+    failed = "up_for_retry" if should_retry else "failed"
+    if stop is not None and stop is not StopReason.OVERTIME:
+        return Outcome(failed, _STOP_WORDING[stop], ExitCode.FAILED)
+    if terminal is not None:
+        if status.clean:
+            return Outcome(
+                terminal.state,
+                terminal.reason or f"task reported {terminal.state}",
+                _exit_code(terminal.state),
+            )
+        return Outcome(
+            failed, f"task reported {terminal.state} but then {status.describe()}", ExitCode.FAILED
+        )
+    if status.signal == signal.SIGKILL:
+        return Outcome(
+            failed, "task process killed by SIGKILL, likely out of memory (OOM)", ExitCode.FAILED
+        )
+    if status.clean:
+        return Outcome(failed, "task exited without reporting a state", ExitCode.FAILED)
+    return Outcome(failed, f"task {status.describe()} without reporting a state", ExitCode.FAILED)
+
+
+_STOP_WORDING = {
+    StopReason.TIMEOUT: "timeout: the task ran past its execution timeout",
+    StopReason.TERMINATED: "terminated: supervise received a termination signal",
+    StopReason.HEARTBEAT_LOST: "heartbeat lost: the server could not be reached for too long",
+    StopReason.PROTOCOL: "protocol error: the task broke the channel protocol",
+}
+
+
+def _exit_code(state: str) -> ExitCode:
+    return ExitCode.OK if state in _OK_STATES else ExitCode.FAILED

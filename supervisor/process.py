@@ -1,0 +1,126 @@
+"""The task's process tree: exit status from a pidfd, and the one way to stop it.
+
+Exit is decided from the process (``pidfd`` + ``waitpid``), never from pipe EOF. Stopping is
+one policy, :class:`KillPolicy`: SIGTERM to the whole process group, a grace period, SIGKILL
+to the group, then a sweep of every descendant that left the group. The supervisor is a child
+subreaper, so a descendant that escaped with ``setsid`` is re-parented to it and is still
+found, killed and reaped: :meth:`TaskProcess.reap_descendants` always waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import psutil
+
+__all__ = ["ExitStatus", "KillPolicy", "TaskProcess"]
+
+
+@dataclass(frozen=True, slots=True)
+class KillPolicy:
+    """How a task is stopped: ``grace`` seconds between SIGTERM and SIGKILL."""
+
+    grace: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How the task's main process ended. ``code`` and ``signal`` are both None if unknown."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @property
+    def clean(self) -> bool:
+        """True only for a known exit code 0."""
+        return self.code == 0
+
+    def describe(self) -> str:
+        """Human wording, e.g. ``exit code 3`` or ``killed by SIGKILL``."""
+        if self.signal is not None:
+            return f"killed by {signal.Signals(self.signal).name}"
+        if self.code is not None:
+            return f"exit code {self.code}"
+        return "unknown exit status (reaped by someone else)"
+
+
+class TaskProcess:
+    """The task's main process (also its process group leader) and its descendants."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self.status: ExitStatus | None = None
+        self._me = psutil.Process()
+
+    def poll(self) -> ExitStatus | None:
+        """Reap the main process if it exited; return its status (None while it runs)."""
+        if self.status is not None:
+            return self.status
+        try:
+            pid, raw = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            # Someone else reaped it (an inherited SIGCHLD handler): the status is lost.
+            self.status = ExitStatus()
+            return self.status
+        if pid == 0:
+            return None
+        if os.WIFSIGNALED(raw):
+            self.status = ExitStatus(signal=os.WTERMSIG(raw))
+        else:
+            self.status = ExitStatus(code=os.waitstatus_to_exitcode(raw))
+        return self.status
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the task's process group (the main process and what stayed in it)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def descendants(self) -> list[psutil.Process]:
+        """Every living descendant of the supervisor: the task tree, including escaped processes."""
+        try:
+            return [p for p in self._me.children(recursive=True) if p.status() != "zombie"]
+        except psutil.Error:
+            return []
+
+    def reap_descendants(self, deadline: float) -> list[int]:
+        """SIGKILL the group and every descendant, and wait for all of them until ``deadline``.
+
+        Returns the pids still alive at the deadline (empty when everything was reaped).
+        """
+        self.signal_group(signal.SIGKILL)
+        while True:
+            alive = self.descendants()
+            for proc in alive:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGKILL)
+            self._reap_children()
+            if self.status is None:
+                self.poll()
+            if not alive or time.monotonic() >= deadline:
+                return [p.pid for p in alive]
+            time.sleep(0.01)  # polling for kernel teardown of killed processes; bounded
+
+    def _reap_children(self) -> None:
+        # Reap zombies re-parented to us (we are a subreaper); never the main process twice.
+        while True:
+            try:
+                pid, raw = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.pid and self.status is None:
+                if os.WIFSIGNALED(raw):
+                    self.status = ExitStatus(signal=os.WTERMSIG(raw))
+                else:
+                    self.status = ExitStatus(code=os.waitstatus_to_exitcode(raw))
+
+    def close(self) -> None:
+        """Release the pidfd."""
+        with contextlib.suppress(OSError):
+            os.close(self.pidfd)

@@ -1,0 +1,202 @@
+"""Answer the task's SDK requests: from the pushed context, else from the Execution API.
+
+:meth:`Relay.answer_locally` runs on the supervisor's loop thread and must never touch the
+network: it answers what the activity's ``context`` already holds, and ``MaskSecret``.
+:meth:`Relay.answer_remote` runs on a worker thread and turns every API failure into an
+``ErrorResponse``, so a request always gets exactly one answer and never hangs the task.
+Every secret that passes through is registered with the masker before the task sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgspec
+
+from comms.api import ConnectionResponse, TaskInstance
+from comms.messages import (
+    ConnectionResult,
+    DeleteVariable,
+    DeleteXCom,
+    ErrorCode,
+    ErrorResponse,
+    GetConnection,
+    GetVariable,
+    GetXCom,
+    MaskSecret,
+    OKResponse,
+    PutVariable,
+    Response,
+    SetXCom,
+    VariableResult,
+    XComResult,
+)
+from supervisor.activity import ConnectionSpec, PushContext
+from supervisor.client import ExecutionApiClient
+from supervisor.errors import (
+    ApiError,
+    NotFound,
+    ServerResponseError,
+    ServerUnreachable,
+    Unauthorized,
+)
+from supervisor.masking import Masker, is_sensitive_key
+
+__all__ = ["DataRequest", "Relay"]
+
+#: Requests answered by the relay (terminal requests are the supervisor's own business).
+DataRequest = (
+    GetVariable
+    | PutVariable
+    | DeleteVariable
+    | GetConnection
+    | GetXCom
+    | SetXCom
+    | DeleteXCom
+    | MaskSecret
+)
+
+_json = msgspec.json.Encoder()
+
+
+class Relay:
+    """Serves one task try's data requests."""
+
+    def __init__(
+        self,
+        client: ExecutionApiClient | None,
+        ti: TaskInstance,
+        context: PushContext | None,
+        masker: Masker,
+    ) -> None:
+        self._client = client
+        self._ti = ti
+        self._masker = masker
+        self._variables = dict(context.variables) if context else {}
+        self._connections = {c.conn_id: c for c in context.connections} if context else {}
+        for key, value in self._variables.items():
+            self._register_variable(key, value)
+        for conn in self._connections.values():
+            self._register_connection(conn)
+
+    def bind(self, client: ExecutionApiClient) -> None:
+        """Attach the API client (created after the task child was forked)."""
+        self._client = client
+
+    def answer_locally(self, request: DataRequest) -> Response | None:
+        """Answer without the network, or return None when the API must be asked."""
+        if isinstance(request, MaskSecret):
+            self._masker.add(request.value)
+            return OKResponse(id=request.id)
+        if isinstance(request, GetVariable) and request.key in self._variables:
+            return VariableResult(
+                id=request.id, key=request.key, value=self._variables[request.key]
+            )
+        if isinstance(request, GetConnection) and request.conn_id in self._connections:
+            return _connection_result(request.id, self._connections[request.conn_id])
+        return None
+
+    def answer_remote(self, request: DataRequest) -> Response:
+        """Answer through the Execution API (blocking; call on a worker thread)."""
+        assert self._client is not None, "bind() the client before relaying"
+        try:
+            return self._call(self._client, request)
+        except ServerResponseError as exc:
+            return _error_for(request, exc)
+        except ServerUnreachable as exc:
+            return ErrorResponse(
+                id=request.id,
+                error=ErrorCode.API_UNREACHABLE,
+                detail={"message": str(exc), "attempts": exc.attempts},
+            )
+        except ApiError as exc:
+            return ErrorResponse(
+                id=request.id, error=ErrorCode.API_SERVER_ERROR, detail={"message": str(exc)}
+            )
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # A newer server's shape we cannot read: the server side of the contract broke.
+            return ErrorResponse(
+                id=request.id,
+                error=ErrorCode.API_SERVER_ERROR,
+                detail={"message": f"unreadable answer: {exc}"},
+            )
+
+    def _call(self, client: ExecutionApiClient, request: DataRequest) -> Response:
+        rid = request.id
+        if isinstance(request, GetVariable):
+            var = client.get_variable(request.key)
+            if var.value is not None:
+                self._register_variable(var.key, var.value)
+            return VariableResult(id=rid, key=var.key, value=var.value)
+        if isinstance(request, PutVariable):
+            self._register_variable(request.key, request.value)
+            client.put_variable(request.key, request.value, request.description)
+            return OKResponse(id=rid)
+        if isinstance(request, DeleteVariable):
+            client.delete_variable(request.key)
+            return OKResponse(id=rid)
+        if isinstance(request, GetConnection):
+            conn = client.get_connection(request.conn_id)
+            self._register_connection(conn)
+            return _connection_result(rid, conn)
+        if isinstance(request, GetXCom):
+            ti = self._ti
+            xcom = client.get_xcom(
+                request.dag_id or ti.dag_id,
+                request.run_id or ti.run_id,
+                request.task_id,
+                request.key,
+                request.map_index,
+            )
+            return XComResult(id=rid, key=xcom.key, value=xcom.value)
+        if isinstance(request, SetXCom):
+            client.set_xcom(self._ti, request.key, _json.encode(request.value))
+            return OKResponse(id=rid)
+        if isinstance(request, DeleteXCom):
+            client.delete_xcom(self._ti, request.key)
+            return OKResponse(id=rid)
+        raise AssertionError(
+            f"not a relayed request: {type(request).__name__}"
+        )  # MaskSecret is local
+
+    def _register_variable(self, key: str, value: str) -> None:
+        if is_sensitive_key(key):
+            self._masker.add(value)
+
+    def _register_connection(self, conn: ConnectionSpec | ConnectionResponse) -> None:
+        self._masker.add(conn.password)
+        if conn.extra:
+            self._masker.add(conn.extra)
+            # An extra that is not JSON is masked as one string.
+            with contextlib.suppress(msgspec.DecodeError):
+                self._masker.add(msgspec.json.decode(conn.extra))
+
+
+def _connection_result(rid: int, conn: ConnectionSpec | ConnectionResponse) -> ConnectionResult:
+    return ConnectionResult(
+        id=rid,
+        conn_id=conn.conn_id,
+        conn_type=conn.conn_type,
+        host=conn.host,
+        schema=conn.schema,
+        login=conn.login,
+        password=conn.password,
+        port=conn.port,
+        extra=conn.extra,
+    )
+
+
+_NOT_FOUND = {
+    GetVariable: ErrorCode.VARIABLE_NOT_FOUND,
+    GetConnection: ErrorCode.CONNECTION_NOT_FOUND,
+    GetXCom: ErrorCode.XCOM_NOT_FOUND,
+}
+
+
+def _error_for(request: DataRequest, exc: ServerResponseError) -> ErrorResponse:
+    detail = {"status_code": exc.status, "detail": exc.detail}
+    if isinstance(exc, NotFound) and type(request) in _NOT_FOUND:
+        return ErrorResponse(id=request.id, error=_NOT_FOUND[type(request)], detail=detail)
+    if isinstance(exc, Unauthorized):
+        return ErrorResponse(id=request.id, error=ErrorCode.PERMISSION_DENIED, detail=detail)
+    return ErrorResponse(id=request.id, error=ErrorCode.API_SERVER_ERROR, detail=detail)

@@ -1,0 +1,198 @@
+"""Start the task child early: the zygote.
+
+``supervise`` forks the task child *first*, before it reads the activity, imports its HTTP
+client or starts a thread, so the child's memory never held the token, a TLS context or a
+lock owned by another thread. The child (the zygote) waits on a private control pipe for a
+:class:`Launch` telling it what to become; the supervisor sends it only after the server
+agreed to run the task, so task code never runs for a task the server refused. When the
+control pipe closes without a launch, the zygote exits quietly.
+
+Inside the zygote, before any task code: its own process group, default signal dispositions
+and an empty signal mask, the parent-death signal, the requested user, and exactly these fds:
+
+======  ==================================================================
+fd 0    channel, supervisor -> task (protocol lines)
+fd 1    channel, task -> supervisor (protocol lines)
+fd 2    the task's stderr pipe (logged as ``task.stderr``)
+fd N    Python tasks only: the stdout pipe (``task.stdout``), handed to
+        :func:`sdk.runner.main`, which moves the channel off fd 0/1
+======  ==================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Literal, NoReturn
+
+import msgspec
+
+__all__ = ["Launch", "Zygote", "fork_zygote"]
+
+# Signals whose disposition or mask a parent (Celery, a shell, a container init) may have
+# changed; the task must start with the defaults.
+_RESET_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGPIPE,
+    signal.SIGCHLD,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
+
+#: Exit code of a zygote that could not become the task (exec failed, bad user, ...).
+LAUNCH_FAILED = 127
+
+
+class Launch(msgspec.Struct, kw_only=True):
+    """What the zygote becomes. Sent once over the control pipe."""
+
+    kind: Literal["python", "command"]
+    argv: list[str] = msgspec.field(default_factory=list)
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    cwd: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    groups: list[int] = msgspec.field(default_factory=list)
+    isolate_network: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Zygote:
+    """The supervisor's handles on a forked zygote."""
+
+    pid: int
+    to_task: int
+    from_task: int
+    stdout: int
+    stderr: int
+    control: int
+
+    def launch(self, launch: Launch) -> None:
+        """Tell the zygote what to become, then close the control pipe."""
+        data = msgspec.json.encode(launch)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.control, view) :]
+        except BrokenPipeError:
+            pass  # the zygote is gone; its exit status will say why
+        finally:
+            os.close(self.control)
+
+    def abandon(self) -> None:
+        """Close the control pipe without a launch: the zygote exits without running anything."""
+        with contextlib.suppress(OSError):
+            os.close(self.control)
+
+
+def fork_zygote() -> Zygote:
+    """Fork the task child. Call before reading secrets, importing clients or starting threads."""
+    to_task_r, to_task_w = os.pipe2(os.O_CLOEXEC)
+    from_task_r, from_task_w = os.pipe2(os.O_CLOEXEC)
+    stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
+    stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
+    control_r, control_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        for fd in (to_task_w, from_task_r, stdout_r, stderr_r, control_w):
+            os.close(fd)  # the supervisor's ends: holding them would hide EOF from us
+        _zygote_main(to_task_r, from_task_w, stdout_w, stderr_w, control_r)
+    # Mirror the child's setpgid so a kill sent before the child ran still hits its group.
+    with contextlib.suppress(PermissionError, ProcessLookupError):
+        os.setpgid(pid, pid)  # fails if the child already exec'd or exited: fine
+    for fd in (to_task_r, from_task_w, stdout_w, stderr_w, control_r):
+        os.close(fd)
+    return Zygote(pid, to_task_w, from_task_r, stdout_r, stderr_r, control_w)
+
+
+def _zygote_main(
+    channel_in: int, channel_out: int, stdout: int, stderr: int, control: int
+) -> NoReturn:
+    try:
+        os.setpgid(0, 0)
+        for sig in _RESET_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        launch = _read_launch(control)
+        if launch is None:
+            os._exit(0)
+        _become_task(launch, channel_in, channel_out, stdout, stderr)
+    except BaseException as exc:
+        _last_words(stderr, f"taskvisor: could not start the task: {exc!r}\n")
+        os._exit(LAUNCH_FAILED)
+
+
+def _read_launch(control: int) -> Launch | None:
+    chunks = []
+    while chunk := os.read(control, 65536):
+        chunks.append(chunk)
+    os.close(control)
+    if not chunks:
+        return None
+    return msgspec.json.decode(b"".join(chunks), type=Launch)
+
+
+def _become_task(
+    launch: Launch, channel_in: int, channel_out: int, stdout: int, stderr: int
+) -> NoReturn:
+    if launch.isolate_network:
+        from supervisor import netns
+
+        netns.enter_loopback_only_namespace()
+    if launch.uid is not None and launch.gid is not None:
+        os.setgroups(launch.groups)
+        os.setgid(launch.gid)
+        os.setuid(launch.uid)
+    from supervisor._linux import set_parent_death_signal
+
+    # After setuid: the kernel clears the parent-death signal on credential changes.
+    set_parent_death_signal(signal.SIGKILL)
+    os.dup2(channel_in, 0)
+    os.dup2(channel_out, 1)
+    os.dup2(stderr, 2)
+    keep = {0, 1, 2}
+    if launch.kind == "python":
+        stdout = os.dup(stdout)  # a fresh, known fd above 2
+        keep.add(stdout)
+    _close_fds_except(keep)
+    if launch.cwd is not None:
+        os.chdir(launch.cwd)
+    if launch.kind == "command":
+        try:
+            os.execvpe(launch.argv[0], launch.argv, launch.env)  # noqa: S606 - no shell, on purpose
+        except OSError as exc:
+            _last_words(2, f"taskvisor: cannot execute {launch.argv[0]!r}: {exc.strerror}\n")
+            os._exit(LAUNCH_FAILED)
+    os.environ.clear()
+    os.environ.update(launch.env)
+    if launch.cwd is not None and launch.cwd not in sys.path:
+        sys.path.insert(0, launch.cwd)
+    from sdk.runner import main
+
+    main(stdout)
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    try:
+        open_fds = sorted(int(name) for name in os.listdir("/proc/self/fd"))
+    except OSError:
+        open_fds = list(range(3, 1024))
+    for fd in open_fds:
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _last_words(fd: int, message: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, message.encode(errors="replace"))

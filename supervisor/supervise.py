@@ -1,0 +1,722 @@
+"""Supervise one task try: the relay loop and the path to a reported outcome.
+
+One thread owns every file descriptor: a selector over the task's channel, stdout, stderr,
+its pidfd, a wake-up pipe for results of worker threads, and a pipe for signals. The loop
+never waits on the network: API calls run on a small worker pool, heartbeats on their own
+thread, and their results come back through :class:`_Inbox`. Stopping the task is one path,
+:meth:`Supervision._stop` (SIGTERM to the tree, grace, SIGKILL, reap), whatever the reason.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime as dt
+import getpass
+import os
+import queue
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from comms.api import (
+    TIDeferredStatePayload,
+    TIEnterRunningPayload,
+    TIHeartbeatInfo,
+    TIRescheduleStatePayload,
+    TIRetryStatePayload,
+    TIRunContext,
+    TIStateUpdate,
+    TISuccessStatePayload,
+    TITerminalStatePayload,
+)
+from comms.framing import BadLine, LineDecoder, encode
+from comms.messages import (
+    PROTOCOL_VERSION,
+    Cancel,
+    DeferTask,
+    ErrorCode,
+    ErrorResponse,
+    Hello,
+    Log,
+    Metric,
+    OKResponse,
+    RescheduleTask,
+    RetryTask,
+    StartupDetails,
+    SucceedTask,
+    TaskMessage,
+    TaskState,
+    TerminalRequest,
+)
+from supervisor.activity import Activity, RunAs, describe
+from supervisor.client import ExecutionApiClient, RetryPolicy
+from supervisor.config import SupervisorConfig
+from supervisor.errors import ActivityError, ApiError, ServerResponseError, ServerUnreachable
+from supervisor.heartbeat import Heartbeat
+from supervisor.masking import Masker
+from supervisor.outcome import ExitCode, Outcome, StopReason, decide, state_of
+from supervisor.process import ExitStatus, TaskProcess
+from supervisor.relay import Relay
+from supervisor.spawn import Launch, Zygote
+from supervisor.tasklog import StreamReassembler, TaskLog
+
+__all__ = ["supervise"]
+
+_READ_SIZE = 256 * 1024
+_TERMINAL = (SucceedTask, RetryTask, TaskState, DeferTask, RescheduleTask)
+_DESCENDANT_POLL = 0.05
+
+
+def supervise(
+    activity: Activity,
+    zygote: Zygote,
+    config: SupervisorConfig,
+    *,
+    run_as: RunAs | None = None,
+    log: TaskLog | None = None,
+    transport: Any = None,
+) -> ExitCode:
+    """Run the task try the activity describes in the forked ``zygote``; return the exit code."""
+    masker = Masker()
+    masker.add(activity.token)
+    if log is None:
+        path = activity.log_path or activity.default_log_path()
+        try:
+            log = TaskLog(path, masker)
+        except OSError as exc:
+            zygote.abandon()
+            raise ActivityError(
+                "$.log_path", f"cannot open the task log {path!r}: {exc.strerror}"
+            ) from None
+    try:
+        return Supervision(
+            activity, zygote, config, log, masker, run_as=run_as, transport=transport
+        ).run()
+    finally:
+        log.close()
+
+
+class _Inbox:
+    """Results posted by worker threads to the loop thread, with a wake-up pipe."""
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._items: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def post(self, action: Callable[[], None]) -> None:
+        self._items.put(action)
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._write_fd, b"\0")
+
+    def drain(self) -> list[Callable[[], None]]:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.read_fd, 4096):
+                pass
+        actions = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                actions.append(self._items.get_nowait())
+        return actions
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self._write_fd)
+
+
+class Supervision:
+    """The state of one supervised task try."""
+
+    def __init__(
+        self,
+        activity: Activity,
+        zygote: Zygote,
+        config: SupervisorConfig,
+        log: TaskLog,
+        masker: Masker,
+        *,
+        run_as: RunAs | None,
+        transport: Any,
+    ) -> None:
+        self.activity = activity
+        self.ti = activity.ti
+        self.zygote = zygote
+        self.config = config
+        self.log = log
+        self.masker = masker
+        self.run_as = run_as
+        self.started = time.monotonic()
+        self.client = ExecutionApiClient(
+            activity.server,
+            activity.token,
+            retry=RetryPolicy(budget=config.api_retry_budget),
+            timeout=config.api_timeout,
+            transport=transport,
+            on_retry=self._log_retry,
+        )
+        self.process = TaskProcess(zygote.pid)
+        self.relay = Relay(self.client, self.ti, activity.context, masker)
+        self.inbox = _Inbox()
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay")
+        self.decoder: LineDecoder[TaskMessage] = LineDecoder(TaskMessage, max_line=config.max_line)
+        self.stdout = StreamReassembler(log, "task.stdout", "info")
+        self.stderr = StreamReassembler(log, "task.stderr", "error")
+        self.selector = selectors.DefaultSelector()
+        self.outbox = bytearray()
+        self.to_task_open = True
+        self.hello: Hello | None = None
+        self.context: TIRunContext | None = None
+        self.terminal: TerminalRequest | None = None
+        self.report: concurrent.futures.Future[None] | None = None
+        self.stop_reason: StopReason | None = None
+        self.kill_deadline: float | None = None
+        self.timeout_deadline: float | None = None
+        self.overtime_deadline: float | None = None
+        self.drain_deadline: float | None = None
+        self.tree_gone = False
+        self.heartbeat: Heartbeat | None = None
+
+    # --- the whole try ----------------------------------------------------------------
+
+    def run(self) -> ExitCode:
+        """Start the task on the server, relay until it is gone, report its outcome."""
+        signals = _SignalPipe()
+        try:
+            self.log.supervisor(
+                "info", "Starting task", **describe(self.activity), pid=self.zygote.pid
+            )
+            refused = self._enter_running()
+            if refused is not None:
+                return refused
+            self._launch()
+            self._loop(signals.read_fd)
+            return self._finish()
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.process.reap_descendants(time.monotonic() + 5.0)
+            self.process.close()
+            self.client.close()
+            self.inbox.close()
+            signals.close()
+
+    def _enter_running(self) -> ExitCode | None:
+        payload = TIEnterRunningPayload(
+            hostname=_hostname(),
+            unixname=self.run_as.name if self.run_as else getpass.getuser(),
+            pid=self.zygote.pid,
+            start_date=_now(),
+        )
+        try:
+            self.context = self.client.run(self.ti.id, payload)
+        except (ApiError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self.zygote.abandon()
+            self.process.reap_descendants(time.monotonic() + 5.0)
+            if isinstance(exc, ServerUnreachable):
+                event = f"The Execution API server could not be reached at {self.activity.server}"
+            elif isinstance(exc, ServerResponseError):
+                event = "The server refused to start the task"
+            else:
+                event = "The server answered /run with something unreadable"
+            self.log.supervisor("error", event, error=str(exc), exit_code=int(ExitCode.REFUSED))
+            return ExitCode.REFUSED
+        for key in self.context.xcom_keys_to_clear:
+            try:
+                self.client.delete_xcom(self.ti, key)
+            except ApiError as exc:
+                self.log.supervisor(
+                    "warning", "Could not clear an XCom of a previous try", key=key, error=str(exc)
+                )
+        return None
+
+    def _launch(self) -> None:
+        assert self.context is not None
+        activity = self.activity
+        env = _task_environment(activity, self.run_as)
+        if activity.command is not None:
+            launch = Launch(kind="command", argv=activity.command, env=env, cwd=os.getcwd())
+        else:
+            launch = Launch(kind="python", env=env, cwd=os.getcwd())
+        if self.run_as is not None:
+            launch.uid, launch.gid, launch.groups = (
+                self.run_as.uid,
+                self.run_as.gid,
+                self.run_as.groups,
+            )
+        launch.isolate_network = activity.isolate_network
+        self.zygote.launch(launch)
+        started = _now()
+        self._send(
+            StartupDetails(
+                protocol_version=PROTOCOL_VERSION,
+                ti=self.ti,
+                ti_context=self.context,
+                start_date=started,
+                entrypoint=activity.entrypoint,
+            )
+        )
+        if activity.timeout is not None:
+            self.timeout_deadline = time.monotonic() + activity.timeout
+        self.heartbeat = Heartbeat(
+            self.client,
+            self.ti.id,
+            TIHeartbeatInfo(hostname=_hostname(), pid=self.zygote.pid),
+            interval=self.config.heartbeat_interval,
+            tolerance=self.config.heartbeat_tolerance,
+            on_stop=lambda exc: self.inbox.post(lambda: self._server_said_stop(exc)),
+            on_lost=lambda why: self.inbox.post(lambda: self._heartbeat_lost(why)),
+            on_failure=lambda why: self.log.supervisor("warning", why),
+        )
+        self.heartbeat.start()
+
+    # --- the loop -------------------------------------------------------------------
+
+    def _loop(self, signal_fd: int) -> None:
+        sel = self.selector
+        os.set_blocking(self.zygote.to_task, False)
+        sel.register(self.zygote.from_task, selectors.EVENT_READ, self._on_channel)
+        sel.register(self.zygote.stdout, selectors.EVENT_READ, self._on_stdout)
+        sel.register(self.zygote.stderr, selectors.EVENT_READ, self._on_stderr)
+        sel.register(self.process.pidfd, selectors.EVENT_READ, self._on_exit)
+        sel.register(self.inbox.read_fd, selectors.EVENT_READ, self._on_inbox)
+        sel.register(signal_fd, selectors.EVENT_READ, self._on_signal)
+        self._flush_outbox()
+        while not self._done():
+            for key, _ in sel.select(self._select_timeout()):
+                key.data(key.fd)
+            self._check_deadlines()
+        self._close_pipes()
+
+    def _done(self) -> bool:
+        if not self.tree_gone:
+            return False
+        pipes_open = any(
+            fd in self.selector.get_map()
+            for fd in (self.zygote.from_task, self.zygote.stdout, self.zygote.stderr)
+        )
+        return not pipes_open or (
+            self.drain_deadline is not None and time.monotonic() >= self.drain_deadline
+        )
+
+    def _select_timeout(self) -> float | None:
+        deadlines = [
+            d
+            for d in (
+                self.kill_deadline,
+                self.timeout_deadline,
+                self.overtime_deadline,
+                self.drain_deadline,
+            )
+            if d is not None
+        ]
+        if self.process.status is not None and not self.tree_gone:
+            deadlines.append(time.monotonic() + _DESCENDANT_POLL)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        if (
+            self.timeout_deadline is not None
+            and now >= self.timeout_deadline
+            and self.process.status is None
+        ):
+            self.timeout_deadline = None
+            self.log.supervisor(
+                "error", "Task timed out; stopping it", timeout=self.activity.timeout
+            )
+            self._stop(StopReason.TIMEOUT)
+        if (
+            self.overtime_deadline is not None
+            and now >= self.overtime_deadline
+            and self.process.status is None
+        ):
+            self.overtime_deadline = None
+            self.log.supervisor(
+                "warning",
+                "Task still running after reporting its state; stopping it",
+                overtime=self.config.overtime,
+            )
+            self._stop(StopReason.OVERTIME)
+        if self.process.status is not None and not self.tree_gone:
+            self._sweep_after_exit(now)
+        elif self.kill_deadline is not None and now >= self.kill_deadline:
+            self._kill_now()
+
+    # --- stopping: the one path -----------------------------------------------------
+
+    def _stop(self, reason: StopReason) -> None:
+        """Stop the task: Cancel, SIGTERM to the whole tree, SIGKILL after the grace period."""
+        if reason is StopReason.SERVER or self.stop_reason is None:
+            self.stop_reason = reason
+        if self.kill_deadline is not None:
+            return
+        self._send(Cancel(reason=reason.value))
+        self._terminate_tree()
+
+    def _terminate_tree(self) -> None:
+        self.process.signal_group(signal.SIGTERM)
+        for proc in self.process.descendants():
+            with contextlib.suppress(Exception):
+                proc.terminate()
+        self.kill_deadline = time.monotonic() + self.config.kill_grace
+
+    def _kill_now(self) -> None:
+        alive = self.process.reap_descendants(time.monotonic() + 5.0)
+        if alive:
+            self.log.supervisor("error", "Processes of the task survived SIGKILL", pids=alive)
+        self.kill_deadline = None
+        if self.process.status is not None:
+            self._tree_is_gone()
+
+    def _sweep_after_exit(self, now: float) -> None:
+        # The main process is gone; what is left of its tree must go too, within the grace.
+        if not self.process.descendants():
+            self._tree_is_gone()
+        elif self.kill_deadline is None:
+            self.log.supervisor("warning", "Task left processes behind; stopping them")
+            self._terminate_tree()
+        elif now >= self.kill_deadline:
+            self._kill_now()
+
+    def _tree_is_gone(self) -> None:
+        if not self.tree_gone:
+            self.tree_gone = True
+            self.kill_deadline = None
+            self.drain_deadline = time.monotonic() + self.config.drain_timeout
+
+    # --- events -----------------------------------------------------------------------
+
+    def _on_exit(self, fd: int) -> None:
+        self.selector.unregister(fd)
+        status = self.process.poll()
+        if status is None:  # pidfd readable means exited; a racing reaper may still be pending
+            status = self.process.poll() or ExitStatus()
+        self.timeout_deadline = self.overtime_deadline = None
+        level = "info" if status.clean else "error"
+        event = f"Task process ended: {status.describe()}"
+        if status.signal == signal.SIGKILL and self.stop_reason is None:
+            event += " (likely out of memory: the OOM killer sends SIGKILL)"
+        self.log.supervisor(level, event, exit_code=status.code, signal=status.signal)
+        self._sweep_after_exit(time.monotonic())
+
+    def _on_signal(self, fd: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            for signum in os.read(fd, 64):
+                name = signal.Signals(signum).name
+                if self.stop_reason is StopReason.TERMINATED:
+                    self.log.supervisor("warning", f"Received {name} again; killing the task now")
+                    self._kill_now()
+                    continue
+                self.log.supervisor("warning", f"Received {name}; stopping the task")
+                self._stop(StopReason.TERMINATED)
+
+    def _on_inbox(self, fd: int) -> None:
+        for action in self.inbox.drain():
+            action()
+
+    def _on_stdout(self, fd: int) -> None:
+        self._read_stream(fd, self.stdout)
+
+    def _on_stderr(self, fd: int) -> None:
+        self._read_stream(fd, self.stderr)
+
+    def _read_stream(self, fd: int, stream: StreamReassembler) -> None:
+        data = os.read(fd, _READ_SIZE)
+        if data:
+            stream.feed(data)
+        else:
+            stream.close()
+            self.selector.unregister(fd)
+
+    def _on_channel(self, fd: int) -> None:
+        data = os.read(fd, _READ_SIZE)
+        self.decoder.feed(data)
+        if not data:
+            self.selector.unregister(fd)
+        while (event := self.decoder.next_event()) is not None:
+            self._on_message(event)
+
+    def _on_message(self, msg: TaskMessage | BadLine) -> None:
+        if isinstance(msg, BadLine):
+            self.log.supervisor(
+                "error", f"Protocol error from the task: {msg.reason}", line_bytes=msg.size
+            )
+            if msg.id is not None:
+                self._reply_error(msg.id, ErrorCode.PROTOCOL_ERROR, msg.reason)
+        elif isinstance(msg, Log):
+            self.log.record(
+                msg.logger, msg.level, msg.event, timestamp=_iso(msg.timestamp), **msg.fields
+            )
+        elif isinstance(msg, Metric):
+            self.log.record(
+                "task.metrics", "debug", msg.name, metric=msg.kind, value=msg.value, tags=msg.tags
+            )
+        elif isinstance(msg, Hello):
+            self._on_hello(msg)
+        elif self.hello is None:
+            self._reply_error(
+                msg.id, ErrorCode.PROTOCOL_ERROR, "the task's first message must be Hello"
+            )
+        elif isinstance(msg, _TERMINAL):
+            self._on_terminal(msg)
+        else:
+            local = self.relay.answer_locally(msg)
+            if local is not None:
+                self._send(local)
+            else:
+                future = self.pool.submit(self.relay.answer_remote, msg)
+                future.add_done_callback(lambda f: self.inbox.post(lambda: self._send(f.result())))
+
+    def _on_hello(self, hello: Hello) -> None:
+        if self.hello is not None:
+            self.log.supervisor("error", "Protocol error from the task: a second Hello")
+            return
+        self.hello = hello
+        if hello.protocol_version != PROTOCOL_VERSION:
+            self.log.supervisor(
+                "error",
+                f"The task speaks protocol version {hello.protocol_version}; "
+                f"this supervisor speaks {PROTOCOL_VERSION}",
+            )
+            self._stop(StopReason.PROTOCOL)
+
+    def _on_terminal(self, msg: TerminalRequest) -> None:
+        if self.terminal is not None:
+            self._reply_error(
+                msg.id,
+                ErrorCode.INVALID_STATE,
+                f"the task already reported {state_of(self.terminal)}",
+            )
+            return
+        if self.stop_reason is not None:
+            self._reply_error(
+                msg.id, ErrorCode.INVALID_STATE, f"the task is being stopped ({self.stop_reason})"
+            )
+            return
+        self.terminal = msg
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        self.overtime_deadline = time.monotonic() + self.config.overtime
+        state = state_of(msg)
+        self.log.supervisor("info", f"Task reported {state}", reason=getattr(msg, "reason", None))
+        if not isinstance(msg, TaskState):
+            self.report = self.pool.submit(self._report_state, _state_payload(msg, _now()))
+        self._send(OKResponse(id=msg.id))
+
+    def _server_said_stop(self, exc: ServerResponseError) -> None:
+        self.log.supervisor(
+            "error",
+            "The server says the task must stop; killing it",
+            status=exc.status,
+            detail=exc.detail,
+        )
+        self._stop(StopReason.SERVER)
+
+    def _heartbeat_lost(self, why: str) -> None:
+        self.log.supervisor("error", f"Stopping the task: {why}")
+        self._stop(StopReason.HEARTBEAT_LOST)
+
+    # --- writing to the task --------------------------------------------------------
+
+    def _reply_error(self, rid: int, code: ErrorCode, message: str) -> None:
+        self._send(ErrorResponse(id=rid, error=code, detail={"message": message}))
+
+    def _send(self, message: msgspec.Struct) -> None:
+        if not self.to_task_open:
+            return
+        self.outbox += encode(message)
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        fd = self.zygote.to_task
+        try:
+            while self.outbox:
+                written = os.write(fd, self.outbox)
+                del self.outbox[:written]
+        except BlockingIOError:
+            if fd not in self.selector.get_map():
+                self.selector.register(fd, selectors.EVENT_WRITE, lambda _fd: self._flush_outbox())
+            return
+        except (BrokenPipeError, OSError):
+            self.to_task_open = False  # the task closed its end: nobody is listening
+            self.outbox.clear()
+        if fd in self.selector.get_map():
+            self.selector.unregister(fd)
+
+    def _close_pipes(self) -> None:
+        for fd in (
+            self.zygote.from_task,
+            self.zygote.stdout,
+            self.zygote.stderr,
+            self.zygote.to_task,
+        ):
+            if fd in self.selector.get_map():
+                self.selector.unregister(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.stdout.close()
+        self.stderr.close()
+        self.selector.close()
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def _finish(self) -> ExitCode:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        status = self.process.status or ExitStatus()
+        assert self.context is not None
+        outcome = decide(
+            self.terminal, status, self.stop_reason, should_retry=self.context.should_retry
+        )
+        exit_code = outcome.exit_code
+        if outcome.state is not None:
+            error = self._deliver(outcome)
+            if error is not None:
+                exit_code = ExitCode.NOT_REPORTED
+                path = self._keep_state_on_disk(outcome, error)
+                self.log.supervisor(
+                    "error",
+                    "The final state could not be reported; kept on disk",
+                    state=outcome.state,
+                    path=path,
+                    error=error,
+                )
+        self.log.supervisor(
+            "info" if exit_code is ExitCode.OK else "error",
+            "Task finished",
+            ti_id=str(self.ti.id),
+            final_state=outcome.state,
+            reason=outcome.reason,
+            exit_code=int(exit_code),
+            duration=round(time.monotonic() - self.started, 3),
+        )
+        return exit_code
+
+    def _deliver(self, outcome: Outcome) -> str | None:
+        """Report the outcome (or wait for the report already under way); return an error."""
+        assert outcome.state is not None
+        try:
+            if self.report is not None:
+                self.report.result()
+            else:
+                self._report_state(_state_payload_for(outcome.state, _now()))
+        except ApiError as exc:
+            return str(exc)
+        return None
+
+    def _report_state(self, payload: TIStateUpdate) -> None:
+        self.client.update_state(self.ti.id, payload, budget=self.config.state_retry_budget)
+
+    def _keep_state_on_disk(self, outcome: Outcome, error: str) -> str:
+        path = f"{self.log.path}.state.json"
+        record = {
+            "ti_id": str(self.ti.id),
+            "state": outcome.state,
+            "end_date": _iso(_now()),
+            "reason": outcome.reason,
+            "error": self.masker.mask(error),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(msgspec.json.encode(record) + b"\n")
+        return path
+
+    def _log_retry(self, what: str, attempt: int, error: str, wait: float) -> None:
+        self.log.supervisor(
+            "warning",
+            "Execution API call failed; retrying",
+            call=what,
+            attempt=attempt,
+            error=error,
+            wait=round(wait, 3),
+        )
+
+
+def _state_payload(msg: TerminalRequest, now: dt.datetime) -> TIStateUpdate:
+    end = getattr(msg, "end_date", None) or now
+    if isinstance(msg, DeferTask):
+        timeout = (
+            dt.timedelta(seconds=msg.trigger_timeout) if msg.trigger_timeout is not None else None
+        )
+        return TIDeferredStatePayload(
+            classpath=msg.classpath,
+            trigger_kwargs=msg.trigger_kwargs,
+            trigger_timeout=timeout,
+            next_method=msg.next_method,
+            next_kwargs=msg.next_kwargs,
+        )
+    if isinstance(msg, RescheduleTask):
+        return TIRescheduleStatePayload(reschedule_date=msg.reschedule_date, end_date=end)
+    return _state_payload_for(state_of(msg), end)
+
+
+def _state_payload_for(state: str, end: dt.datetime) -> TIStateUpdate:
+    if state == "success":
+        return TISuccessStatePayload(end_date=end)
+    if state == "up_for_retry":
+        return TIRetryStatePayload(end_date=end)
+    if state in ("failed", "skipped"):
+        return TITerminalStatePayload(state=state, end_date=end)  # type: ignore[arg-type]
+    raise AssertionError(f"{state} is only reported from the task's own message")
+
+
+def _task_environment(activity: Activity, run_as: RunAs | None) -> dict[str, str]:
+    """The supervisor's environment minus its own secrets, plus the activity's ``env``."""
+    token = activity.token
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TASKVISOR_") and "JWT" not in k.upper() and token not in v
+    }
+    if run_as is not None:
+        env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
+    env.update(activity.env)
+    return env
+
+
+class _SignalPipe:
+    """SIGTERM and SIGINT delivered to a pipe the loop watches, instead of killing us."""
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # A parent (Celery, a shell) may have left SIGCHLD ignored: children would then be
+        # reaped by the kernel and their exit status lost.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, _ignore)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(self._write_fd)
+        os.close(self.read_fd)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Python-level handler; the wake-up fd carries the signal to the loop."""
+
+
+def _hostname() -> str:
+    return socket.gethostname()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,128 @@
+"""The task log: one JSON object per line, Airflow 3's shape, masked.
+
+Each record has ``timestamp`` (ISO-8601 UTC), ``level``, ``event`` and ``logger``:
+``task.stdout`` / ``task.stderr`` for captured streams, ``task`` (or the task's own logger
+name) for structured records, ``supervisor`` for the supervisor's own. Every string passes
+through the :class:`~supervisor.masking.Masker` before it reaches the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import threading
+from typing import IO, Any
+
+import msgspec
+
+from supervisor.masking import Masker
+
+__all__ = ["StreamReassembler", "TaskLog", "utc_timestamp"]
+
+#: A line longer than this (bytes, no newline yet) is written out in pieces rather than held.
+MAX_PENDING_LINE = 1024 * 1024
+
+
+def utc_timestamp() -> str:
+    """Now as ISO-8601 UTC with a ``Z`` suffix, as Airflow 3 writes it."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class TaskLog:
+    """Append-only JSON-lines log file of one task try."""
+
+    def __init__(self, path: str, masker: Masker, *, echo: IO[str] | None = sys.stderr) -> None:
+        self.path = path
+        self.masker = masker
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        # Append, as Airflow does: a resumed (deferred) try keeps its earlier segment.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._file = os.fdopen(fd, "ab", buffering=256 * 1024)
+        self._encoder = msgspec.json.Encoder()
+        self._echo = echo
+        self._lock = threading.Lock()  # API retries are logged from worker threads
+
+    def lines(self, logger: str, level: str, lines: list[str]) -> None:
+        """Write captured output lines (already split, without newlines)."""
+        ts = utc_timestamp()
+        data = self._encoder.encode_lines(
+            [{"timestamp": ts, "level": level, "event": line, "logger": logger} for line in lines]
+        )
+        with self._lock:
+            self._file.write(data)
+
+    def record(self, logger: str, level: str, event: str, **fields: Any) -> None:
+        """Write one structured record; every string in it is masked."""
+        body: dict[str, Any] = {
+            "timestamp": fields.pop("timestamp", None) or utc_timestamp(),
+            "level": level,
+            "event": self.masker.mask(event),
+            "logger": logger,
+        }
+        for key, value in fields.items():
+            if key not in body:
+                body[key] = self.masker.mask_value(value)
+        data = self._encoder.encode(body) + b"\n"
+        with self._lock:
+            self._file.write(data)
+
+    def supervisor(self, level: str, event: str, **fields: Any) -> None:
+        """Write one of the supervisor's own records, and echo it to the executor's stderr."""
+        self.record("supervisor", level, event, **fields)
+        if self._echo is not None:
+            extra = " ".join(f"{k}={self.masker.mask_value(v)!r}" for k, v in fields.items())
+            self._echo.write(
+                f"supervise: {level}: {self.masker.mask(event)} {extra}".rstrip() + "\n"
+            )
+            self._echo.flush()
+
+    def flush(self) -> None:
+        """Push buffered records to the file."""
+        with self._lock:
+            self._file.flush()
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        with self._lock:
+            self._file.close()
+
+
+class StreamReassembler:
+    """Turns a captured stream's chunks into complete, masked lines for :class:`TaskLog`.
+
+    A line split across reads (or a secret split across two ``write()`` calls) is held until
+    its newline arrives, so masking always sees whole lines. A line longer than
+    :data:`MAX_PENDING_LINE` is written in pieces rather than held without bound.
+    """
+
+    def __init__(self, log: TaskLog, logger: str, level: str) -> None:
+        self._log = log
+        self._logger = logger
+        self._level = level
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        """Add bytes read from the stream."""
+        data = self._pending + chunk if self._pending else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) > MAX_PENDING_LINE:
+                self._emit(data)
+                data = b""
+            self._pending = data
+            return
+        self._pending = data[cut + 1 :]
+        self._emit(data[:cut])
+
+    def close(self) -> None:
+        """Write a trailing line that had no newline."""
+        if self._pending:
+            self._emit(self._pending)
+            self._pending = b""
+
+    def _emit(self, data: bytes) -> None:
+        text = self._log.masker.mask(data.decode("utf-8", errors="replace"))
+        self._log.lines(self._logger, self._level, text.split("\n"))
