@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +45,13 @@ from apiserver.auth import Scope, mint_token
 __all__ = ["ReferenceServer", "ServerStartError"]
 
 _HOST = "127.0.0.1"
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Kill a server left running by an owner that was never closed (e.g. a crashed run)."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 class ServerStartError(RuntimeError):
@@ -89,6 +97,7 @@ class ReferenceServer:
         self.startup_timeout = startup_timeout
         self.admin = Admin(self.db_path)
         self._process: subprocess.Popen[bytes] | None = None
+        self._reaper: weakref.finalize[[subprocess.Popen[bytes]], ReferenceServer] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -140,6 +149,7 @@ class ReferenceServer:
                     stderr=subprocess.STDOUT,
                     pass_fds=[listener.fileno()],
                 )
+            self._reaper = weakref.finalize(self, _reap, self._process)
         finally:
             # The child holds the socket now; keeping our copy would let the kernel accept
             # connections after the server stopped, instead of refusing them.
@@ -189,9 +199,16 @@ class ReferenceServer:
         except OSError:
             return "(no output)"
 
+    def _take_process(self) -> subprocess.Popen[bytes] | None:
+        if self._reaper is not None:
+            self._reaper.detach()
+            self._reaper = None
+        process, self._process = self._process, None
+        return process
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server process (SIGTERM, then SIGKILL after ``timeout``) and wait for it."""
-        process, self._process = self._process, None
+        process = self._take_process()
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)
@@ -206,7 +223,7 @@ class ReferenceServer:
 
         Requests in flight are cut off; what was committed to the database stays.
         """
-        process, self._process = self._process, None
+        process = self._take_process()
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
