@@ -160,3 +160,13 @@ def test_large_value_is_stored_and_served_verbatim(api: Api, ti: TaskInstanceRec
     )
     response = api.client.get(_url(ti, "big"), headers=api.auth(ti.id))
     assert response.content == b'{"key":"big","value":' + body + b"}"
+
+
+def test_percent_encoded_path_segments_are_decoded(api: Api) -> None:
+    # What a client quoting every segment sends: run ids carry ':' and '+'.
+    run_id = "manual__2026-11-22T03:19:20+00:00"
+    ti_id = api.running_ti(dag_id="etl", task_id="t", run_id=run_id)
+    url = "xcoms/etl/manual__2026-11-22T03%3A19%3A20%2B00%3A00/t/a%2Fb"
+    assert api.client.post(url, content=b"7", headers=api.auth(ti_id)).status_code == 201
+    assert api.admin.get_xcom("etl", run_id, "t", "a/b") == 7
+    assert api.client.get(url, headers=api.auth(ti_id)).json() == {"key": "a/b", "value": 7}
