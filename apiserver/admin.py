@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sqlite3
 import threading
 import uuid
@@ -19,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apiserver.activity import activity_document, write_activity_file
 from apiserver.auth import Scope, mint_token
 from apiserver.db import connect, immediate, now_iso
 
-__all__ = ["Admin", "TaskInstanceRecord", "activity_document"]
+__all__ = ["Admin", "TaskInstanceRecord"]
 
 
 @dataclass(frozen=True)
@@ -55,42 +55,6 @@ class TaskInstanceRecord:
 
 def _date(value: str | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromisoformat(value)
-
-
-def activity_document(
-    *,
-    token: str,
-    server: str,
-    ti: Mapping[str, Any],
-    entrypoint: str | None = None,
-    command: Sequence[str] | None = None,
-    context: Mapping[str, Any] | None = None,
-    log_path: str | Path | None = None,
-    timeout: float | None = None,
-    env: Mapping[str, str] | None = None,
-    run_as: str | None = None,
-) -> dict[str, Any]:
-    """An activity (``supervise`` input) with only the fields DESIGN.md defines.
-
-    Exactly one of ``entrypoint`` and ``command`` must be given; optional fields left as None
-    are omitted (the supervisor rejects unknown fields, so nothing else is ever written).
-    """
-    if (entrypoint is None) == (command is None):
-        raise ValueError("give exactly one of entrypoint and command")
-    doc: dict[str, Any] = {"kind": "ExecuteTask", "token": token, "server": server, "ti": dict(ti)}
-    if entrypoint is not None:
-        doc["entrypoint"] = entrypoint
-    if command is not None:
-        doc["command"] = list(command)
-    optional = {
-        "context": None if context is None else dict(context),
-        "log_path": None if log_path is None else str(log_path),
-        "timeout": timeout,
-        "env": None if env is None else dict(env),
-        "run_as": run_as,
-    }
-    doc.update({name: value for name, value in optional.items() if value is not None})
-    return doc
 
 
 class Admin:
@@ -447,8 +411,5 @@ class Admin:
             run_as=run_as,
         )
         doc.update(extra_fields or {})
-        # The file holds a credential: readable by its owner only, like Airflow's workloads.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "w") as file:
-            file.write(json.dumps(doc, indent=2) + "\n")
+        write_activity_file(path, doc)
         return ti_id
