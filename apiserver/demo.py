@@ -29,12 +29,17 @@ EXPECTED_RESULT: dict[str, Any] = {"greeting": _GREETING, "total": 10, "host": _
 _SUPERVISE_TIMEOUT = 120.0
 
 
+def _say(line: str) -> None:
+    # Flushed: supervise writes to the same terminal or pipe, and the order must hold.
+    print(line, flush=True)
+
+
 def _demo_task() -> Path:
     # The examples live next to the packages in a checkout (an editable install).
     return Path(__file__).resolve().parent.parent / "examples" / "demo_task.py"
 
 
-def run_demo(workdir: Path | None = None, *, echo: Callable[[str], None] = print) -> int:
+def run_demo(workdir: Path | None = None, *, echo: Callable[[str], None] = _say) -> int:
     """Run the demo, reporting through ``echo``; return 0 if every check passed, else 1.
 
     The database, activity file and task log go to ``workdir`` (default: a new temporary

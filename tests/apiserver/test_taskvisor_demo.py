@@ -24,7 +24,7 @@ def test_demo_runs_the_example_task_and_passes_every_check(tmp_path: Path) -> No
     assert "final state (read back from the server): success" in output
     assert "returned XCom: {'greeting': 'Hello from taskvisor', 'total': 10" in output
     assert "[FAILED]" not in output
-    assert output.rstrip().endswith(f"(database, activity and log kept in {tmp_path})")
+    assert result.stdout.rstrip().endswith(f"(database, activity and log kept in {tmp_path})")
 
     (log_path,) = (tmp_path / "logs").glob("*.log")
     assert f"task log (JSON lines): {log_path}" in output
