@@ -265,3 +265,26 @@ def test_state_payload_is_accepted_and_recorded(airflow: Airflow, state: str) ->
 
     assert response.status_code == 204, response.text
     assert airflow.rest_ti(workload)["state"] == state
+
+
+@pytest.mark.parametrize(
+    ("sent", "status"),
+    [
+        (API_VERSION, 200),
+        ("2025-04-11", 200),  # the oldest version Airflow 3.3 serves
+        ("2027-01-01", 200),  # newer than any it knows: served as its newest, silently
+        ("2024-01-01", 404),  # older than its first version
+    ],
+)
+def test_api_version_header_is_echoed_and_resolved_to_a_known_version(
+    airflow: Airflow, sent: str, status: int
+) -> None:
+    workload = airflow.queue(produce=0)["produce"]
+    token = airflow.mint(workload, scope="execution", valid_for=600)
+    with execution_client(airflow, token) as client:
+        response = client.get(
+            f"variables/{airflow.variable[0]}", headers={"Airflow-API-Version": sent}
+        )
+
+    assert response.status_code == status, response.text
+    assert response.headers["Airflow-API-Version"] == sent

@@ -1,0 +1,348 @@
+"""``supervise`` runs real Airflow 3.3.2 task instances (issue 7, items 2 and 3).
+
+Each test queues task instances through Airflow's own code, writes the activity file an
+executor would, runs taskvisor's ``supervise`` on it, and then asks Airflow (its REST API, its
+database, its log reader) what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import pytest
+
+if TYPE_CHECKING:  # test modules take the harness from the `airflow` fixture, never import it
+    from conftest import Airflow, Workload
+
+HERE = Path(__file__).resolve().parent
+TASKS = HERE / "tasks.py"
+COMMAND_TASK = HERE / "command_task.sh"
+SUPERVISE_TIMEOUT = 120
+
+#: Exit codes of ``supervise`` (DESIGN.md).
+SUCCESS_OR_SKIPPED, FAILED_OR_RETRY, SERVER_SAID_STOP = 0, 1, 5
+
+#: What ``tasks.py:returns_value`` returns: Airflow must show it as XCom ``return_value``.
+RETURNED = {"answer": 42, "items": [1, 2, 3], "nested": {"ok": True}}
+
+
+def activity_for(
+    airflow: Airflow,
+    workload: Workload,
+    *,
+    entrypoint: str | None = None,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The activity file an executor would write for this workload."""
+    activity: dict[str, Any] = {
+        "kind": "ExecuteTask",
+        "token": workload.token,
+        "server": airflow.execution_url,
+        "ti": workload.ti,
+        # Where Airflow's log reader looks for this try's log.
+        "log_path": str(airflow.log_folder / workload.log_path),
+        "env": {
+            "INTEROP_VARIABLE": airflow.variable[0],
+            "INTEROP_CONNECTION": airflow.connection_id,
+            "INTEROP_RETURN": json.dumps(RETURNED),
+            **(env or {}),
+        },
+    }
+    if entrypoint is not None:
+        activity["entrypoint"] = f"{TASKS}:{entrypoint}"
+    if command is not None:
+        activity["command"] = command
+    return activity
+
+
+def supervise_command(activity_path: Path) -> list[str]:
+    return [sys.executable, "-m", "supervisor", str(activity_path)]
+
+
+def write_activity(tmp_path: Path, activity: dict[str, Any]) -> Path:
+    path = tmp_path / f"activity-{activity['ti']['task_id']}.json"
+    path.write_text(json.dumps(activity))
+    return path
+
+
+def supervisor_env(settings: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({f"TASKVISOR_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+@contextmanager
+def supervising(
+    tmp_path: Path, activity: dict[str, Any], **settings: str
+) -> Iterator[subprocess.Popen[str]]:
+    """Start ``supervise`` (``settings`` become ``TASKVISOR_<NAME>`` variables).
+
+    Whatever happens in the test, the supervisor and every process under it end with it.
+    """
+    proc = subprocess.Popen(
+        supervise_command(write_activity(tmp_path, activity)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=supervisor_env(settings),
+        cwd=tmp_path,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)
+        proc.communicate()
+
+
+def kill_tree(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the supervisor and its descendants (found before it dies and they re-parent)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        family = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        for member in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+
+
+def finish(proc: subprocess.Popen[str]) -> Finished:
+    """Wait for ``supervise`` to exit on its own; fail the test if it does not in time."""
+    try:
+        output, _ = proc.communicate(timeout=SUPERVISE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc)
+        output, _ = proc.communicate()
+        pytest.fail(f"supervise still running after {SUPERVISE_TIMEOUT} s:\n{output}")
+    return Finished(proc.returncode, output)
+
+
+@dataclass
+class Finished:
+    """How ``supervise`` ended: exit code and its stdout + stderr."""
+
+    returncode: int
+    output: str
+
+    def __str__(self) -> str:
+        return f"supervise exited {self.returncode}:\n{self.output}"
+
+
+def supervise(tmp_path: Path, activity: dict[str, Any], **settings: str) -> Finished:
+    """Run ``supervise`` on ``activity`` to the end."""
+    with supervising(tmp_path, activity, **settings) as proc:
+        return finish(proc)
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` if never."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def explain(result: subprocess.CompletedProcess[str]) -> str:
+    return (
+        f"supervise exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
+
+
+def task_log(airflow: Airflow, workload: Workload) -> list[dict[str, Any]]:
+    """Our log file for this try, one JSON object per line."""
+    lines = (airflow.log_folder / workload.log_path).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+# --- item 2: outcomes Airflow reports afterwards ------------------------------------------
+
+
+def test_returned_value_is_airflow_return_value_xcom_and_task_succeeds(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    workload = airflow.queue(produce=0)["produce"]
+
+    result = supervise(tmp_path, activity_for(airflow, workload, entrypoint="returns_value"))
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    ti = airflow.rest_ti(workload)
+    assert (ti["state"], ti["try_number"]) == ("success", 1)
+    assert ti["end_date"] is not None
+    xcom = airflow.rest_xcom(workload)
+    assert xcom.status_code == 200, xcom.text
+    assert xcom.json()["value"] == RETURNED
+
+
+def test_task_reads_airflow_variable_and_connection_and_exchanges_xcoms(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    queued = airflow.queue(produce=0, consume=0)
+    produce, consume = queued["produce"], queued["consume"]
+    first = supervise(tmp_path, activity_for(airflow, produce, entrypoint="returns_value"))
+    assert first.returncode == SUCCESS_OR_SKIPPED, first
+
+    result = supervise(
+        tmp_path,
+        activity_for(
+            airflow,
+            consume,
+            entrypoint="uses_airflow_state",
+            env={"INTEROP_PULL_FROM": produce.task_id},
+        ),
+    )
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    assert airflow.rest_ti(consume)["state"] == "success"
+    greeting = airflow.variable[1]
+    pushed = airflow.rest_xcom(consume, key="summary")
+    assert pushed.status_code == 200, pushed.text
+    assert pushed.json()["value"] == {"greeting": greeting, "host": "db.example", "port": 5432}
+    returned = airflow.rest_xcom(consume).json()["value"]
+    assert returned == {"greeting": greeting, "login": "interop_user", "pulled": RETURNED}
+    written = (airflow.log_folder / consume.log_path).read_text()
+    assert "connecting to db.example with password ***" in written
+    assert airflow.connection_password not in written
+
+
+def test_failure_without_tries_left_is_failed(airflow: Airflow, tmp_path: Path) -> None:
+    workload = airflow.queue(work=0)["work"]
+
+    result = supervise(tmp_path, activity_for(airflow, workload, entrypoint="raises"))
+
+    assert result.returncode == FAILED_OR_RETRY, result
+    assert airflow.rest_ti(workload)["state"] == "failed"
+
+
+def test_failure_with_tries_left_is_up_for_retry(airflow: Airflow, tmp_path: Path) -> None:
+    workload = airflow.queue(work=2)["work"]
+
+    result = supervise(tmp_path, activity_for(airflow, workload, entrypoint="raises"))
+
+    assert result.returncode == FAILED_OR_RETRY, result
+    ti = airflow.rest_ti(workload)
+    assert (ti["state"], ti["max_tries"]) == ("up_for_retry", 2)
+
+
+def test_skip_is_skipped(airflow: Airflow, tmp_path: Path) -> None:
+    workload = airflow.queue(work=1)["work"]
+
+    result = supervise(tmp_path, activity_for(airflow, workload, entrypoint="skips"))
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    assert airflow.rest_ti(workload)["state"] == "skipped"
+
+
+def test_command_task_speaking_the_line_protocol_succeeds(airflow: Airflow, tmp_path: Path) -> None:
+    workload = airflow.queue(work=0)["work"]
+
+    result = supervise(tmp_path, activity_for(airflow, workload, command=["sh", str(COMMAND_TASK)]))
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    assert airflow.rest_ti(workload)["state"] == "success"
+    pushed = airflow.rest_xcom(workload, key="variable_answer")
+    assert pushed.status_code == 200, pushed.text
+    answer = pushed.json()["value"]
+    assert (answer["type"], answer["key"], answer["value"]) == (
+        "VariableResult",
+        *airflow.variable,
+    )
+    events = [line["event"] for line in task_log(airflow, workload)]
+    assert "command task pushing its XCom" in events
+    assert any("variable answer:" in event for event in events)
+
+
+def test_heartbeats_advance_last_heartbeat_at_with_the_exchanged_token(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    workload = airflow.queue(work=0)["work"]
+    release = tmp_path / "release"
+    env = {"INTEROP_PID_FILE": str(tmp_path / "pid"), "INTEROP_RELEASE": str(release)}
+    activity = activity_for(airflow, workload, entrypoint="waits_for_release", env=env)
+
+    with supervising(tmp_path, activity, heartbeat_interval="0.5") as proc:
+        seen: list[str] = []
+
+        def two_heartbeats_later() -> bool:
+            row = airflow.ti_row(workload)
+            if row["state"] == "queued":  # supervise has not called /run yet
+                return False
+            assert row["state"] == "running", row
+            beat = row["last_heartbeat_at"]
+            if beat and (not seen or beat > seen[-1]):
+                seen.append(beat)
+            return len(seen) >= 3
+
+        wait_until(two_heartbeats_later, "last_heartbeat_at to advance twice")
+        release.touch()
+        result = finish(proc)
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    assert airflow.rest_ti(workload)["state"] == "success"
+    # The workload token is refused everywhere but /run (test_airflow_wire), so heartbeats
+    # and the state report above prove the supervisor adopted the execution token it got.
+    assert seen == sorted(seen)
+
+
+def test_state_changed_in_airflow_mid_run_stops_task_and_exits_5(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    workload = airflow.queue(work=0)["work"]
+    pid_file = tmp_path / "pid"
+    env = {"INTEROP_PID_FILE": str(pid_file), "INTEROP_RELEASE": str(tmp_path / "never")}
+    activity = activity_for(airflow, workload, entrypoint="waits_for_release", env=env)
+
+    with supervising(tmp_path, activity, heartbeat_interval="0.5", kill_grace="2") as proc:
+        wait_until(pid_file.exists, "the task to start")
+        task = psutil.Process(int(pid_file.read_text()))
+        airflow.rest_set_state(workload, "failed")  # a user marks it failed in Airflow's UI
+        result = finish(proc)
+
+    assert result.returncode == SERVER_SAID_STOP, result
+    assert not task.is_running()
+    # Airflow's decision stands: the supervisor reports no state of its own over it.
+    assert airflow.rest_ti(workload)["state"] == "failed"
+
+
+# --- item 3: the task log is Airflow's format and Airflow's reader serves it ------------------
+
+
+def test_task_log_has_airflow_format_and_airflow_log_reader_serves_it(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    workload = airflow.queue(report=0)["report"]
+
+    result = supervise(tmp_path, activity_for(airflow, workload, entrypoint="writes_logs"))
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    ours = task_log(airflow, workload)
+    for line in ours:
+        assert {"timestamp", "level", "event", "logger"} <= line.keys(), line
+        assert line["timestamp"].endswith(("Z", "+00:00")), line
+    by_event = {line["event"]: line for line in ours}
+    assert by_event["plain line on stdout"]["logger"] == "task.stdout"
+    assert by_event["plain line on stderr"]["logger"] == "task.stderr"
+    assert by_event["structured event"]["level"] == "info"
+    assert by_event["structured warning"]["level"] == "warning"
+
+    served = airflow.rest_log(workload)
+    sources = [m["event"] for m in served]
+    assert any(workload.log_path in source for source in sources), sources
+    shown = {m["event"]: m for m in served}
+    for event in ("structured event", "structured warning", "plain line on stdout"):
+        assert event in shown, sources
+    assert shown["structured warning"]["level"] == "warning"
+    assert shown["plain line on stdout"]["logger"] == "task.stdout"
+    assert shown["structured event"]["rows"] == 3
