@@ -53,7 +53,7 @@ def test_pushed_context_is_served_without_the_server(server: ReferenceServer) ->
 
 
 def test_print_stderr_and_fd1_are_captured_in_order_per_stream(server: ReferenceServer) -> None:
-    ti_id, activity = server.create_task(entrypoint("writes_all_streams"))
+    _, activity = server.create_task(entrypoint("writes_all_streams"))
 
     run = supervise(activity)
 
