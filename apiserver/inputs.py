@@ -9,11 +9,33 @@ from starlette.requests import Request
 
 from apiserver.responses import validation_error, validation_error_from_msgspec
 
-__all__ = ["decode_body", "query_bool", "query_int"]
+__all__ = ["decode_body", "json_body", "query_bool", "query_int"]
 
 T = TypeVar("T")
 
 _decoders: dict[object, msgspec.json.Decoder[object]] = {}
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def json_body(request: Request) -> bytes:
+    """The request body, or a 422 unless it was sent as ``Content-Type: application/json``.
+
+    Airflow's FastAPI app refuses a JSON body sent without a JSON content type; so do we.
+    """
+    if not _is_json(request.headers.get("content-type", "")):
+        raise validation_error(
+            ["body"],
+            "Input should be a valid dictionary or object to extract fields from "
+            "(send the body as Content-Type: application/json)",
+            "model_attributes_type",
+        )
+    return await request.body()
 
 
 def decode_body(body: bytes, type_: type[T]) -> T:

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from apiserver.auth import TokenClaims
 from apiserver.db import immediate, now_iso
-from apiserver.inputs import decode_body
+from apiserver.inputs import decode_body, json_body
 from apiserver.responses import ApiError, json_response, not_found, validation_error_from_msgspec
 from apiserver.security import REFRESHED_TOKEN_HEADER, ServerContext, authenticated
 from comms.api import (
@@ -87,7 +87,7 @@ def routes(server: ServerContext) -> list[Route]:
     db = server.db
 
     async def run(request: Request, claims: TokenClaims) -> Response:
-        payload = decode_body(await request.body(), TIEnterRunningPayload)
+        payload = decode_body(await json_body(request), TIEnterRunningPayload)
         ti_id = claims.ti_id
         with immediate(db):
             context = _enter_running(db, ti_id, payload)
@@ -97,7 +97,7 @@ def routes(server: ServerContext) -> list[Route]:
         return json_response(context, headers=headers)
 
     async def update_state(request: Request, claims: TokenClaims) -> Response:
-        body = await request.body()
+        body = await json_body(request)
         try:
             payload = state_update_decoder(body)
         except msgspec.MsgspecError as exc:
@@ -107,7 +107,7 @@ def routes(server: ServerContext) -> list[Route]:
         return Response(status_code=status)
 
     async def heartbeat(request: Request, claims: TokenClaims) -> Response:
-        info = decode_body(await request.body(), TIHeartbeatInfo)
+        info = decode_body(await json_body(request), TIHeartbeatInfo)
         ti_id = claims.ti_id
         # Hot path, one statement: the TI is running here, so just record the beat.
         updated = db.execute(

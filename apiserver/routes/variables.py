@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from apiserver.auth import TokenClaims
-from apiserver.inputs import decode_body
+from apiserver.inputs import decode_body, json_body
 from apiserver.responses import ApiError, json_response, not_found
 from apiserver.security import ServerContext, authenticated
 from comms.api import VariablePostBody, VariableResponse
@@ -44,7 +44,7 @@ def routes(server: ServerContext) -> list[Route]:
 
     async def put_variable(request: Request, claims: TokenClaims) -> Response:
         key = request.path_params["key"]
-        body = decode_body(await request.body(), VariablePostBody)
+        body = decode_body(await json_body(request), VariablePostBody)
         exists, team = check_team(key, claims)
         # A new variable belongs to the writer's team; an existing one keeps its owner.
         if not exists:

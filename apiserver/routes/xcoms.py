@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from apiserver.auth import TokenClaims
 from apiserver.db import now_iso
-from apiserver.inputs import query_bool, query_int
+from apiserver.inputs import json_body, query_bool, query_int
 from apiserver.responses import ApiError, json_response, not_found
 from apiserver.security import ServerContext, authenticated
 from comms.api import XComResponse
@@ -112,7 +112,7 @@ def routes(server: ServerContext) -> list[Route]:
                     f"{MAX_MAP_LENGTH} mapped task instances",
                 },
             )
-        body = await request.body()
+        body = await json_body(request)
         try:
             # Validates without building Python objects: the value is stored as sent.
             msgspec.json.decode(body, type=msgspec.Raw)

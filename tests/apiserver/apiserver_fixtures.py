@@ -45,7 +45,11 @@ class Api:
         return mint_token(self.secret, ti_id, scope=scope, lifetime=lifetime)  # type: ignore[arg-type]
 
     def auth(self, ti_id: str, **kwargs: Any) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(ti_id, **kwargs)}"}
+        """The headers a supervisor sends: its token, and bodies as JSON."""
+        return {
+            "Authorization": f"Bearer {self.token(ti_id, **kwargs)}",
+            "Content-Type": "application/json",
+        }
 
     def run(self, ti_id: str, **body: Any) -> httpx.Response:
         return self.client.patch(

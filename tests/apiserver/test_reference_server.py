@@ -44,7 +44,7 @@ def server() -> Iterator[ReferenceServer]:
 
 
 def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
 
 def test_serves_health_on_a_loopback_port(server: ReferenceServer) -> None:

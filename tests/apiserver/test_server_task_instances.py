@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 from apiserver_fixtures import RUN_BODY, Api
+
+from comms.api import API_VERSION
 
 BEAT = {"hostname": "worker-1", "pid": 4242}
 SUCCESS = {"state": "success", "end_date": "2026-11-22T03:20:00+00:00"}
@@ -145,6 +148,25 @@ def test_run_with_malformed_json_is_422(api: Api) -> None:
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_a_body_sent_without_a_json_content_type_is_422(api: Api) -> None:
+    ti_id = api.admin.create_task_instance()
+    headers = {"Authorization": api.auth(ti_id)["Authorization"]}
+    for content_type in (None, "text/plain"):
+        if content_type:
+            headers["Content-Type"] = content_type
+        response = api.client.patch(
+            f"task-instances/{ti_id}/run", content=json.dumps(RUN_BODY), headers=headers
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body"]
+    assert api.admin.get_task_instance(ti_id).state == "queued"
+    headers["Content-Type"] = "application/json; charset=utf-8"
+    response = api.client.patch(
+        f"task-instances/{ti_id}/run", content=json.dumps(RUN_BODY), headers=headers
+    )
+    assert response.status_code == 200
 
 
 def test_a_path_id_that_is_not_a_uuid_is_422(api: Api) -> None:
@@ -357,4 +379,7 @@ def test_correlation_id_and_api_version_are_echoed(api: Api) -> None:
     )
     assert response.headers["correlation-id"] == "abc-123"
     assert response.headers["airflow-api-version"] == "2026-06-30"
-    assert "correlation-id" not in api.client.get("health").headers
+    plain = api.client.get("health")
+    assert "correlation-id" not in plain.headers
+    # Without a version asked for, the answer names the one served.
+    assert plain.headers["airflow-api-version"] == API_VERSION

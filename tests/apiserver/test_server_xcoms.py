@@ -101,6 +101,13 @@ def test_post_with_invalid_json_is_400(api: Api, ti: TaskInstanceRecord) -> None
         assert response.json()["detail"]["reason"] == "invalid_format"
 
 
+def test_post_without_a_json_content_type_is_422(api: Api, ti: TaskInstanceRecord) -> None:
+    headers = {**api.auth(ti.id), "Content-Type": "application/octet-stream"}
+    response = api.client.post(_url(ti, "k"), content=b"1", headers=headers)
+    assert response.status_code == 422
+    assert api.client.get(_url(ti, "k"), headers=api.auth(ti.id)).status_code == 404
+
+
 def test_post_with_a_too_long_mapped_length_is_400(api: Api, ti: TaskInstanceRecord) -> None:
     response = api.client.post(
         _url(ti, "k"), params={"mapped_length": 5000}, content=b"[]", headers=api.auth(ti.id)
