@@ -7,6 +7,7 @@ the activity's ``env``, so nothing here duplicates the test harness.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdk import Connection, Skip, Variable, XCom, log
+from sdk import Connection, Defer, Fail, Reschedule, Skip, Variable, XCom, log
 
 
 def returns_value() -> Any:
@@ -36,6 +37,26 @@ def uses_airflow_state() -> dict[str, Any]:
 def raises() -> None:
     """Fail with an ordinary exception: up_for_retry if tries are left, else failed."""
     raise RuntimeError("interop task failed on purpose")
+
+
+def fails_for_good() -> None:
+    """Fail without retry, whatever tries are left."""
+    raise Fail("input is invalid; retrying cannot help")
+
+
+def reschedules() -> None:
+    """Ask to run again later, as a sensor in reschedule mode does."""
+    raise Reschedule(at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
+
+
+def defers() -> None:
+    """Hand over to one of Airflow's own triggers, to resume in ``execute_complete``."""
+    raise Defer(
+        "airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
+        trigger_kwargs={"delta": 60.0},
+        kwargs={"resumed": True},
+        timeout=600,
+    )
 
 
 def skips() -> None:

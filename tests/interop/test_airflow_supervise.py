@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jwt
 import psutil
 import pytest
 
@@ -31,7 +32,7 @@ COMMAND_TASK = HERE / "command_task.sh"
 SUPERVISE_TIMEOUT = 120
 
 #: Exit codes of ``supervise`` (DESIGN.md).
-SUCCESS_OR_SKIPPED, FAILED_OR_RETRY, SERVER_SAID_STOP = 0, 1, 5
+SUCCESS_OR_SKIPPED, FAILED_OR_RETRY, SERVER_REFUSED, SERVER_SAID_STOP = 0, 1, 3, 5
 
 #: What ``tasks.py:returns_value`` returns: Airflow must show it as XCom ``return_value``.
 RETURNED = {"answer": 42, "items": [1, 2, 3], "nested": {"ok": True}}
@@ -243,6 +244,79 @@ def test_skip_is_skipped(airflow: Airflow, tmp_path: Path) -> None:
 
     assert result.returncode == SUCCESS_OR_SKIPPED, result
     assert airflow.rest_ti(workload)["state"] == "skipped"
+
+
+def test_fail_is_failed_even_with_tries_left(airflow: Airflow, tmp_path: Path) -> None:
+    workload = airflow.queue(work=2)["work"]
+
+    result = supervise(tmp_path, activity_for(airflow, workload, entrypoint="fails_for_good"))
+
+    assert result.returncode == FAILED_OR_RETRY, result
+    assert airflow.rest_ti(workload)["state"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "state"), [("reschedules", "up_for_reschedule"), ("defers", "deferred")]
+)
+def test_reschedule_and_defer_reach_airflow(
+    airflow: Airflow, tmp_path: Path, entrypoint: str, state: str
+) -> None:
+    workload = airflow.queue(work=0)["work"]
+
+    result = supervise(tmp_path, activity_for(airflow, workload, entrypoint=entrypoint))
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    assert airflow.rest_ti(workload)["state"] == state
+
+
+def test_timeout_kills_the_task_and_airflow_records_failure(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    workload = airflow.queue(work=0)["work"]
+    pid_file = tmp_path / "pid"
+    env = {"INTEROP_PID_FILE": str(pid_file), "INTEROP_RELEASE": str(tmp_path / "never")}
+    activity = activity_for(airflow, workload, entrypoint="waits_for_release", env=env)
+    activity["timeout"] = 2
+
+    result = supervise(tmp_path, activity, kill_grace="1")
+
+    assert result.returncode == FAILED_OR_RETRY, result
+    assert not psutil.pid_exists(int(pid_file.read_text()))
+    assert airflow.rest_ti(workload)["state"] == "failed"
+
+
+def test_try_that_already_ran_is_refused_and_task_code_never_runs(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    workload = airflow.queue(work=0)["work"]
+    first = supervise(tmp_path, activity_for(airflow, workload, entrypoint="returns_value"))
+    assert first.returncode == SUCCESS_OR_SKIPPED, first
+    pid_file = tmp_path / "pid"
+    env = {"INTEROP_PID_FILE": str(pid_file), "INTEROP_RELEASE": str(tmp_path / "never")}
+
+    again = supervise(
+        tmp_path, activity_for(airflow, workload, entrypoint="waits_for_release", env=env)
+    )
+
+    assert again.returncode == SERVER_REFUSED, again
+    assert not pid_file.exists()
+    assert airflow.rest_ti(workload)["state"] == "success"
+
+
+def test_token_not_signed_by_airflow_is_refused(airflow: Airflow, tmp_path: Path) -> None:
+    workload = airflow.queue(work=0)["work"]
+    forged = jwt.encode(
+        {**jwt.decode(workload.token, options={"verify_signature": False}), "scope": "workload"},
+        "not-airflows-secret-" * 4,
+        algorithm="HS512",
+    )
+    activity = activity_for(airflow, workload, entrypoint="returns_value")
+    activity["token"] = forged
+
+    result = supervise(tmp_path, activity)
+
+    assert result.returncode == SERVER_REFUSED, result
+    assert airflow.rest_ti(workload)["state"] == "queued"
 
 
 def test_command_task_speaking_the_line_protocol_succeeds(airflow: Airflow, tmp_path: Path) -> None:
