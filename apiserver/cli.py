@@ -14,6 +14,7 @@ with code 2 and a message naming the flag and what it expects.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import socket
@@ -21,6 +22,7 @@ import sys
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from apiserver.auth import MIN_SECRET_BYTES, check_secret
 
@@ -71,6 +73,18 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f'expected a JSON object, e.g. \'{{"variables": {{"k": "v"}}}}\', got {text!r}'
+        )
+    return value
 
 
 def _server_url(text: str) -> str:
@@ -179,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     activity.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS")
     activity.add_argument("--log-path", type=Path, metavar="FILE", help="task log file")
     activity.add_argument(
+        "--context",
+        type=_json_object,
+        metavar="JSON",
+        help="push mode: connections and variables served without a round trip",
+    )
+    activity.add_argument("--run-as", metavar="USER", help="run the task as this OS user")
+    activity.add_argument(
         "--token-lifetime",
         type=_positive_seconds,
         default=600.0,
@@ -266,6 +287,8 @@ def _activity(args: argparse.Namespace) -> int:
             team=args.team,
             timeout=args.timeout,
             log_path=args.log_path,
+            context=args.context,
+            run_as=args.run_as,
             env=dict(args.env) or None,
             token_lifetime=args.token_lifetime,
         )

@@ -102,6 +102,13 @@ def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
             ],
             "argument --command: expected the command and its arguments",
         ),
+        (
+            [
+                *("activity", "--db", "x.db", "--secret", SECRET, "--out", "a.json"),
+                *("--server", "http://h/execution/", "--entrypoint", "m:f", "--context", "[1]"),
+            ],
+            "argument --context: expected a JSON object",
+        ),
         (["bogus"], "invalid choice: 'bogus'"),
         ([], "the following arguments are required: COMMAND"),
     ],
@@ -123,6 +130,7 @@ def test_activity_creates_a_queued_ti_and_writes_the_file(
             *("--server", "http://127.0.0.1:8080/execution", "--entrypoint", "pkg.mod:run"),
             *("--var", "greeting=hello=world", "--env", "MODE=test", "--max-tries", "2"),
             *("--dag-id", "etl", "--task-id", "load", "--timeout", "30"),
+            *("--context", '{"variables": {"a": "b"}}', "--run-as", "nobody"),
         ]
     )
     assert code == 0
@@ -133,6 +141,8 @@ def test_activity_creates_a_queued_ti_and_writes_the_file(
     assert doc["entrypoint"] == "pkg.mod:run"
     assert doc["env"] == {"MODE": "test"}
     assert doc["timeout"] == 30
+    assert doc["context"] == {"variables": {"a": "b"}}
+    assert doc["run_as"] == "nobody"
     assert (doc["ti"]["dag_id"], doc["ti"]["task_id"]) == ("etl", "load")
     claims = jwt.decode(doc["token"], SECRET, algorithms=["HS512"], audience=TOKEN_AUDIENCE)
     assert (claims["sub"], claims["scope"]) == (ti_id, "workload")
