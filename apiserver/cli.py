@@ -185,12 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra environment for the task; repeatable",
     )
-    activity.add_argument("--dag-id", default="taskvisor")
-    activity.add_argument("--task-id", default="task")
+    activity.add_argument("--dag-id", default="taskvisor", help="default: taskvisor")
+    activity.add_argument("--task-id", default="task", help="default: task")
     activity.add_argument("--run-id", help="dag run id (default: a new run)")
-    activity.add_argument("--max-tries", type=_count, default=0, metavar="N")
+    activity.add_argument(
+        "--max-tries", type=_count, default=0, metavar="N", help="retries allowed (default 0)"
+    )
     activity.add_argument("--team", help="team of a new dag run")
-    activity.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS")
+    activity.add_argument(
+        "--timeout", type=_positive_seconds, metavar="SECONDS", help="execution timeout"
+    )
     activity.add_argument("--log-path", type=Path, metavar="FILE", help="task log file")
     activity.add_argument(
         "--context",
