@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import stat
 import time
@@ -257,3 +258,33 @@ def test_100_mb_xcom_round_trip(server: ReferenceServer) -> None:
     assert response.content.endswith(b'x"}')
     # Linear work only: a quadratic path would take minutes at this size.
     assert elapsed < 60
+
+
+def test_concurrent_clients_and_admin_writes_do_not_lock_each_other_out(
+    server: ReferenceServer,
+) -> None:
+    ti_ids = [server.admin.create_task_instance() for _ in range(4)]
+
+    def supervise_like(ti_id: str) -> list[int]:
+        headers = _bearer(server.mint_token(ti_id))
+        with httpx.Client(base_url=server.url, headers=headers) as client:
+            codes = [client.patch(f"task-instances/{ti_id}/run", json=RUN_BODY).status_code]
+            for _ in range(50):
+                codes.append(
+                    client.put(
+                        f"task-instances/{ti_id}/heartbeat",
+                        json={"hostname": "worker-1", "pid": 4242},
+                    ).status_code
+                )
+            return codes
+
+    with concurrent.futures.ThreadPoolExecutor(len(ti_ids)) as pool:
+        futures = [pool.submit(supervise_like, ti_id) for ti_id in ti_ids]
+        # Meanwhile the "scheduler" writes and reads the same database.
+        for index in range(50):
+            server.admin.set_variable(f"busy{index}", "x")
+            server.admin.get_task_instance(ti_ids[index % len(ti_ids)])
+        results = [future.result() for future in futures]
+
+    assert all(codes == [200] + [204] * 50 for codes in results)
+    assert [server.admin.get_task_instance(t).heartbeat_count for t in ti_ids] == [50] * 4
