@@ -7,6 +7,7 @@ supervisor uses. For local runs, tests, demos and benchmarks; not a second Airfl
 * :class:`apiserver.admin.Admin` is the scheduler's side (dag runs, queued task instances,
   variables, connections) on the same database, never reachable over HTTP;
 * :mod:`apiserver.testing` runs the server as a subprocess for tests and benchmarks;
+* :mod:`apiserver.activity` builds the activity files ``supervise`` reads;
 * :func:`apiserver.auth.mint_token` signs task tokens;
 * ``taskvisor`` (:mod:`apiserver.cli`) serves, writes activity files and runs the demo.
 """
