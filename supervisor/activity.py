@@ -93,14 +93,23 @@ def parse_activity(data: bytes) -> Activity:
 
 
 def _validation_error(text: str) -> ActivityError:
-    # msgspec says e.g. "Expected `int`, got `str` - at `$.ti.try_number`".
+    # msgspec says e.g. "Expected `int`, got `str` - at `$.ti.try_number`", or
+    # "Object missing required field `token`" (at the root, without "- at").
     message, sep, where = text.rpartition(" - at `")
-    if sep:
-        return ActivityError(where.rstrip("`"), message)
-    if text.startswith("Object contains unknown field"):
-        field = text.rsplit("`", 2)[-2] if text.count("`") >= 2 else "?"
-        return ActivityError(f"$.{field}", "unknown field (check the spelling)")
-    return ActivityError("$", text)
+    path = where.rstrip("`") if sep else "$"
+    if not sep:
+        message = text
+    named = _NAMED_FIELD.match(message)
+    if named:
+        problem, field = named.groups()
+        wording = (
+            "unknown field (check the spelling)" if problem == "contains unknown" else "missing"
+        )
+        return ActivityError(f"{path}.{field}", wording)
+    return ActivityError(path, message)
+
+
+_NAMED_FIELD = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
 
 
 def _check(activity: Activity) -> None:
@@ -138,7 +147,9 @@ def _check(activity: Activity) -> None:
             "$.ti.map_index", f"got {activity.ti.map_index}; expected -1 or an index >= 0"
         )
     for name, value in activity.env.items():
-        if not _ENV_NAME.match(name) or "\0" in value:
+        if "\0" in value:
+            raise ActivityError(f"$.env.{name}", "the value contains a NUL byte")
+        if not _ENV_NAME.match(name):
             raise ActivityError(
                 f"$.env.{name}", "expected a variable name of letters, digits and _"
             )

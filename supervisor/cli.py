@@ -62,7 +62,7 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value <= 0:
+    if not value > 0:  # also refuses NaN
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 

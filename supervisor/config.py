@@ -61,6 +61,6 @@ def _number(name: str, text: str, *, integer: bool) -> float | int:
     except ValueError:
         kind = "an integer" if integer else "a number of seconds"
         raise ValueError(f"{name}={text!r}: expected {kind}") from None
-    if value <= 0:
+    if not value > 0:  # also refuses NaN
         raise ValueError(f"{name}={text!r}: expected a value > 0")
     return value

@@ -44,6 +44,7 @@ class StopReason(enum.StrEnum):
     HEARTBEAT_LOST = "heartbeat_lost"  # no successful heartbeat within the tolerance
     PROTOCOL = "protocol"  # the task broke the protocol beyond repair
     OVERTIME = "overtime"  # still running after its terminal message
+    SUPERVISOR_ERROR = "supervisor_error"  # a bug in the supervisor; the task was stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,7 @@ _STOP_WORDING = {
     StopReason.TERMINATED: "terminated: supervise received a termination signal",
     StopReason.HEARTBEAT_LOST: "heartbeat lost: the server could not be reached for too long",
     StopReason.PROTOCOL: "protocol error: the task broke the channel protocol",
+    StopReason.SUPERVISOR_ERROR: "supervisor error: the supervisor failed and stopped the task",
 }
 
 

@@ -83,9 +83,15 @@ class TaskProcess:
     def descendants(self) -> list[psutil.Process]:
         """Every living descendant of the supervisor: the task tree, including escaped processes."""
         try:
-            return [p for p in self._me.children(recursive=True) if p.status() != "zombie"]
+            children = self._me.children(recursive=True)
         except psutil.Error:
             return []
+        alive = []
+        for proc in children:
+            with contextlib.suppress(psutil.Error):  # gone between listing and looking
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+        return alive
 
     def reap_descendants(self, deadline: float) -> list[int]:
         """SIGKILL the group and every descendant, and wait for all of them until ``deadline``.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
+import functools
 import getpass
 import os
 import queue
@@ -20,6 +21,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from traceback import format_exc
 from typing import Any
 
 import msgspec
@@ -47,6 +49,7 @@ from comms.messages import (
     Metric,
     OKResponse,
     RescheduleTask,
+    Response,
     RetryTask,
     StartupDetails,
     SucceedTask,
@@ -108,8 +111,11 @@ class _Inbox:
     def __init__(self) -> None:
         self.read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._items: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.closed = False
 
     def post(self, action: Callable[[], None]) -> None:
+        if self.closed:
+            return  # a worker finished after the try ended: nobody is listening
         self._items.put(action)
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._write_fd, b"\0")
@@ -125,6 +131,7 @@ class _Inbox:
         return actions
 
     def close(self) -> None:
+        self.closed = True
         os.close(self.read_fd)
         os.close(self._write_fd)
 
@@ -194,7 +201,17 @@ class Supervision:
             if refused is not None:
                 return refused
             self._launch()
-            self._loop(signals.read_fd)
+            try:
+                self._loop(signals.read_fd)
+            except Exception as exc:  # a supervisor bug must not lose the outcome or the task
+                self.log.supervisor(
+                    "critical",
+                    "Supervisor error; stopping the task",
+                    error=repr(exc),
+                    traceback=format_exc(),
+                )
+                self.stop_reason = StopReason.SUPERVISOR_ERROR
+                self._kill_now()
             return self._finish()
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
@@ -451,11 +468,14 @@ class Supervision:
                 self._reply_error(msg.id, ErrorCode.PROTOCOL_ERROR, msg.reason)
         elif isinstance(msg, Log):
             self.log.record(
-                msg.logger, msg.level, msg.event, timestamp=_iso(msg.timestamp), **msg.fields
+                msg.logger, msg.level, msg.event, msg.fields, timestamp=_iso(msg.timestamp)
             )
         elif isinstance(msg, Metric):
             self.log.record(
-                "task.metrics", "debug", msg.name, metric=msg.kind, value=msg.value, tags=msg.tags
+                "task.metrics",
+                "debug",
+                msg.name,
+                {"metric": msg.kind, "value": msg.value, "tags": msg.tags},
             )
         elif isinstance(msg, Hello):
             self._on_hello(msg)
@@ -471,7 +491,16 @@ class Supervision:
                 self._send(local)
             else:
                 future = self.pool.submit(self.relay.answer_remote, msg)
-                future.add_done_callback(lambda f: self.inbox.post(lambda: self._send(f.result())))
+                future.add_done_callback(functools.partial(self._answered, msg.id))
+
+    def _answered(self, rid: int, future: concurrent.futures.Future[Response]) -> None:
+        """Hand a worker's answer to the loop thread (runs on the worker thread)."""
+        try:
+            response = future.result()
+        except Exception as exc:  # the relay maps API errors itself; this is a supervisor bug
+            detail: dict[str, Any] = {"message": f"supervisor error: {exc!r}"}
+            response = ErrorResponse(id=rid, error=ErrorCode.GENERIC_ERROR, detail=detail)
+        self.inbox.post(lambda: self._send(response))
 
     def _on_hello(self, hello: Hello) -> None:
         if self.hello is not None:
@@ -606,7 +635,7 @@ class Supervision:
                 self.report.result()
             else:
                 self._report_state(_state_payload_for(outcome.state, _now()))
-        except ApiError as exc:
+        except Exception as exc:  # whatever went wrong, the state is kept on disk
             return str(exc)
         return None
 

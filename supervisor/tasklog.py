@@ -54,15 +54,27 @@ class TaskLog:
         with self._lock:
             self._file.write(data)
 
-    def record(self, logger: str, level: str, event: str, **fields: Any) -> None:
-        """Write one structured record; every string in it is masked."""
+    def record(
+        self,
+        logger: str,
+        level: str,
+        event: str,
+        fields: dict[str, Any] | None = None,
+        *,
+        timestamp: str | None = None,
+    ) -> None:
+        """Write one structured record; every string in it is masked.
+
+        ``fields`` may not replace the four standard keys (a task's record cannot forge its
+        ``logger`` or ``timestamp``): such keys are dropped.
+        """
         body: dict[str, Any] = {
-            "timestamp": fields.pop("timestamp", None) or utc_timestamp(),
+            "timestamp": timestamp or utc_timestamp(),
             "level": level,
             "event": self.masker.mask(event),
             "logger": logger,
         }
-        for key, value in fields.items():
+        for key, value in (fields or {}).items():
             if key not in body:
                 body[key] = self.masker.mask_value(value)
         data = self._encoder.encode(body) + b"\n"
@@ -71,7 +83,7 @@ class TaskLog:
 
     def supervisor(self, level: str, event: str, **fields: Any) -> None:
         """Write one of the supervisor's own records, and echo it to the executor's stderr."""
-        self.record("supervisor", level, event, **fields)
+        self.record("supervisor", level, event, fields)
         if self._echo is not None:
             extra = " ".join(f"{k}={self.masker.mask_value(v)!r}" for k, v in fields.items())
             self._echo.write(
