@@ -87,6 +87,32 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _connection(text: str) -> dict[str, Any]:
+    """``CONN_ID=URI`` in Airflow's URI form: ``type://login:password@host:port/schema?k=v``."""
+    conn_id, sep, uri = text.partition("=")
+    parsed = urllib.parse.urlsplit(uri)
+    if not sep or not conn_id or not parsed.scheme:
+        raise argparse.ArgumentTypeError(
+            f"expected CONN_ID=URI, e.g. my_db=postgres://user:pass@host:5432/db, got {text!r}"
+        )
+    try:
+        port = parsed.port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad port in {text!r}: {exc}") from exc
+    extra = dict(urllib.parse.parse_qsl(parsed.query))
+    unquote = urllib.parse.unquote
+    return {
+        "conn_id": conn_id,
+        "conn_type": parsed.scheme.replace("-", "_"),
+        "host": unquote(parsed.hostname) if parsed.hostname else None,
+        "port": port,
+        "login": unquote(parsed.username) if parsed.username else None,
+        "password": unquote(parsed.password) if parsed.password else None,
+        "schema": unquote(parsed.path.lstrip("/")) or None,
+        "extra": extra or None,
+    }
+
+
 def _server_url(text: str) -> str:
     parsed = urllib.parse.urlsplit(text)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -176,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="set a (global) variable in the database; repeatable",
+    )
+    activity.add_argument(
+        "--conn",
+        type=_connection,
+        action="append",
+        default=[],
+        metavar="CONN_ID=URI",
+        help="set a (global) connection, e.g. my_db=postgres://user:pass@host:5432/db; repeatable",
     )
     activity.add_argument(
         "--env",
@@ -278,6 +312,9 @@ def _activity(args: argparse.Namespace) -> int:
     with Admin(args.db) as admin:
         for key, value in args.var:
             admin.set_variable(key, value)
+        for conn in args.conn:
+            conn_id, conn_type = conn.pop("conn_id"), conn.pop("conn_type")
+            admin.set_connection(conn_id, conn_type, **conn)
         ti_id = admin.write_activity(
             args.out,
             server=args.server,

@@ -109,6 +109,13 @@ def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
             ],
             "argument --context: expected a JSON object",
         ),
+        (
+            [
+                *("activity", "--db", "x.db", "--secret", SECRET, "--out", "a.json"),
+                *("--server", "http://h/execution/", "--entrypoint", "m:f", "--conn", "db"),
+            ],
+            "argument --conn: expected CONN_ID=URI",
+        ),
         (["bogus"], "invalid choice: 'bogus'"),
         ([], "the following arguments are required: COMMAND"),
     ],
@@ -131,6 +138,7 @@ def test_activity_creates_a_queued_ti_and_writes_the_file(
             *("--var", "greeting=hello=world", "--env", "MODE=test", "--max-tries", "2"),
             *("--dag-id", "etl", "--task-id", "load", "--timeout", "30"),
             *("--context", '{"variables": {"a": "b"}}', "--run-as", "nobody"),
+            *("--conn", "wh=postgres://user:p%40ss@db.example:5432/mydb?sslmode=disable"),
         ]
     )
     assert code == 0
@@ -150,6 +158,11 @@ def test_activity_creates_a_queued_ti_and_writes_the_file(
         ti = admin.get_task_instance(ti_id)
         assert (ti.state, ti.max_tries) == ("queued", 2)
         assert admin.get_variable("greeting") == "hello=world"
+        conn = admin.get_connection("wh")
+        assert conn["conn_type"] == "postgres"
+        assert (conn["host"], conn["port"], conn["schema"]) == ("db.example", 5432, "mydb")
+        assert (conn["login"], conn["password"]) == ("user", "p@ss")
+        assert json.loads(conn["extra"]) == {"sslmode": "disable"}
 
 
 def test_activity_takes_the_secret_from_the_environment_and_a_command(
