@@ -5,6 +5,7 @@ It speaks the protocol with ``comms`` and nothing else: no real supervisor is in
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+
 from comms.api import DagRun, TaskInstance, TIRunContext
 from comms.framing import BadLine, encode, task_decoder
 from comms.messages import (
@@ -89,10 +91,8 @@ class Peer:
 
     def close(self) -> None:
         for fd in (self.to_task, self.from_task):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 Answer = Callable[[Any], msgspec.Struct]
@@ -152,8 +152,15 @@ def run_forked_task(
             os.dup2(peer.task_reads, 0)
             os.dup2(peer.task_writes, 1)
             os.dup2(stderr_w, 2)
-            for fd in (peer.task_reads, peer.task_writes, stderr_w, peer.to_task, peer.from_task,
-                       stdout_r, stderr_r):
+            for fd in (
+                peer.task_reads,
+                peer.task_writes,
+                stderr_w,
+                peer.to_task,
+                peer.from_task,
+                stdout_r,
+                stderr_r,
+            ):
                 os.close(fd)
             if not with_stdout_pipe:
                 os.close(stdout_w)
