@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -267,6 +268,23 @@ def test_reschedule_and_defer_reach_airflow(
 
     assert result.returncode == SUCCESS_OR_SKIPPED, result
     assert airflow.rest_ti(workload)["state"] == state
+
+
+def test_task_killed_from_outside_is_up_for_retry_in_airflow(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    workload = airflow.queue(work=1)["work"]
+    pid_file = tmp_path / "pid"
+    env = {"INTEROP_PID_FILE": str(pid_file), "INTEROP_RELEASE": str(tmp_path / "never")}
+    activity = activity_for(airflow, workload, entrypoint="waits_for_release", env=env)
+
+    with supervising(tmp_path, activity) as proc:
+        wait_until(pid_file.exists, "the task to start")
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)  # as the OOM killer would
+        result = finish(proc)
+
+    assert result.returncode == FAILED_OR_RETRY, result
+    assert airflow.rest_ti(workload)["state"] == "up_for_retry"
 
 
 def test_timeout_kills_the_task_and_airflow_records_failure(
