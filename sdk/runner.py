@@ -70,6 +70,7 @@ def _run(stdout_fd: int | None) -> int:
     if startup.entrypoint is None:
         _last_words("taskvisor runner: StartupDetails has no entrypoint for a Python task\n")
         return RUNNER_BROKE
+    sys.argv = [startup.entrypoint]  # not the supervisor's command line
     with _session.installed(channel):
         _install_logging_bridge()
         outcome = run_task(startup.entrypoint, channel.context)

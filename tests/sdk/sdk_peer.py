@@ -95,7 +95,8 @@ class Peer:
                 os.close(fd)
 
 
-Answer = Callable[[Any], msgspec.Struct]
+#: Answers a request; ``None`` closes the channel to the task instead.
+Answer = Callable[[Any], msgspec.Struct | None]
 
 
 @dataclass
@@ -183,7 +184,11 @@ def run_forked_task(
                 peer.send(OKResponse(id=message.id))
                 break
             if hasattr(message, "id"):
-                peer.send(answer(message) if answer else OKResponse(id=message.id))
+                response = answer(message) if answer else OKResponse(id=message.id)
+                if response is None:
+                    os.close(peer.to_task)
+                else:
+                    peer.send(response)
         _, status = os.waitpid(pid, 0)
         run.exit_status = os.waitstatus_to_exitcode(status)
         run.eof_after_exit = peer.receive() is None

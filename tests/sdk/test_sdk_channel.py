@@ -449,6 +449,18 @@ def test_requests_from_many_threads_get_their_own_answers_in_any_order(
     assert results == [f"value of key{i}" for i in range(count)]
 
 
+def test_a_request_larger_than_the_pipe_buffer_is_written_whole(
+    peer: Peer, channel: Channel
+) -> None:
+    big = "y" * (4 * 1024 * 1024)
+    results, threads = _in_threads(1, lambda i: sdk.XCom.push("big", big))
+    request = peer.receive()
+    assert request == SetXCom(id=1, key="big", value=big)
+    peer.send(OKResponse(id=1))
+    threads[0].join(timeout=10)
+    assert results == [None]
+
+
 def test_notifications_from_many_threads_arrive_as_whole_lines(
     peer: Peer, channel: Channel
 ) -> None:

@@ -61,6 +61,11 @@ def test_success_pushes_the_return_value_then_sends_succeed_task_and_exits_0(
     assert run.eof_after_exit
 
 
+def test_sys_argv_names_the_entrypoint_not_the_supervisors_command_line(tmp_path: Path) -> None:
+    run = run_task_source(tmp_path, "import sys\ndef main():\n    return sys.argv\n")
+    assert run.messages[0] == SetXCom(id=1, key="return_value", value=["task.py:main"])
+
+
 def test_a_callable_without_parameters_is_called_without_the_context(tmp_path: Path) -> None:
     run = run_task_source(tmp_path, "def main():\n    return None\n")
     assert run.messages == [run.terminal]
@@ -394,6 +399,17 @@ def test_a_first_line_other_than_startup_details_exits_non_zero_without_running_
     assert run.exit_status == RUNNER_BROKE
     assert run.stdout == b""
     assert b"must be StartupDetails" in run.stderr
+
+
+def test_the_channel_dying_before_the_terminal_answer_exits_non_zero(tmp_path: Path) -> None:
+    run = run_task_source(
+        tmp_path,
+        "import sdk\ndef main():\n    sdk.Variable.get('k')\n",
+        answer=lambda request: None,  # the supervisor goes away instead of answering
+    )
+    assert run.terminal is None
+    assert run.exit_status == RUNNER_BROKE
+    assert b"ChannelClosedError" in run.stderr
 
 
 def test_a_startup_without_entrypoint_exits_non_zero(tmp_path: Path) -> None:
