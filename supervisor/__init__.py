@@ -1,6 +1,23 @@
 """The trusted side of taskvisor: ``supervise`` runs one task try and is its only link to
-the Execution API server. See ``docs/`` and DESIGN.md for the contracts."""
+the Execution API server. See DESIGN.md and ``docs/`` for the contracts.
 
-from supervisor.outcome import ExitCode
+This package's ``__init__`` imports nothing: ``supervise`` forks the task child before it
+loads its HTTP client and helpers, so the child starts small.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from supervisor.outcome import ExitCode
 
 __all__ = ["ExitCode"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ExitCode":
+        from supervisor.outcome import ExitCode
+
+        return ExitCode
+    raise AttributeError(f"module 'supervisor' has no attribute {name!r}")

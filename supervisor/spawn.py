@@ -123,6 +123,9 @@ def _zygote_main(
         for sig in _RESET_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        # Load the task runner (our code, not the task's) while the supervisor loads its
+        # HTTP client on the other core; a command task's exec simply discards it.
+        import sdk.runner  # noqa: F401
         launch = _read_launch(control)
         if launch is None:
             os._exit(0)
