@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdk import Connection, Context, Skip, Variable, XCom, log
+from sdk import Connection, Context, Defer, Reschedule, Skip, Variable, XCom, log
 
 
 def round_trips(context: Context) -> dict[str, Any]:
@@ -69,3 +70,19 @@ def sleeps_with_child() -> None:
     child = subprocess.Popen(["sleep", "300"])
     Path(os.environ["PIDS"]).write_text(f"{os.getpid()} {child.pid}\n")
     time.sleep(300)
+
+
+def defers() -> None:
+    """Hands itself to a trigger."""
+    raise Defer(
+        "triggers.TimeDeltaTrigger",
+        trigger_kwargs={"seconds": 30},
+        method_name="resume",
+        kwargs={"cursor": 7},
+        timeout=120,
+    )
+
+
+def reschedules() -> None:
+    """Asks to run again later (a sensor in reschedule mode)."""
+    raise Reschedule(dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC))

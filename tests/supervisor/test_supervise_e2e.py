@@ -222,3 +222,30 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def test_defer_is_reported_deferred_with_trigger_and_resume_method(server: ReferenceServer) -> None:
+    ti_id, activity = server.create_task(entrypoint("defers"))
+
+    run = supervise(activity)
+
+    assert run.exit_code == 0, run.stderr
+    ti = server.admin.get_task_instance(ti_id)
+    assert ti.state == "deferred"
+    assert ti.state_payload is not None
+    assert ti.state_payload["classpath"] == "triggers.TimeDeltaTrigger"
+    assert ti.state_payload["trigger_kwargs"] == {"seconds": 30}
+    assert ti.state_payload["next_method"] == "resume"
+    assert ti.state_payload["next_kwargs"] == {"cursor": 7}
+
+
+def test_reschedule_is_reported_up_for_reschedule_with_its_date(server: ReferenceServer) -> None:
+    ti_id, activity = server.create_task(entrypoint("reschedules"))
+
+    run = supervise(activity)
+
+    assert run.exit_code == 0, run.stderr
+    ti = server.admin.get_task_instance(ti_id)
+    assert ti.state == "up_for_reschedule"
+    assert ti.state_payload is not None
+    assert ti.state_payload["reschedule_date"].startswith("2030-01-02T03:04:05")
