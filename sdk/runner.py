@@ -43,6 +43,8 @@ CHANNEL_FD_MIN = 100
 #: Exit status when the runner itself broke (e.g. no terminal message could be sent).
 RUNNER_BROKE = 1
 
+_inherited_stdio: list[object] = []
+
 
 def main(stdout_fd: int | None) -> NoReturn:
     """Run the task this child was started for; never returns.
@@ -87,21 +89,23 @@ def _move_channel_off_stdio(stdout_fd: int | None) -> tuple[int, int]:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    if stdout_fd is None:
-        os.dup2(2, 1)
-    elif stdout_fd != 1:
-        os.dup2(stdout_fd, 1)
+    os.dup2(2 if stdout_fd is None else stdout_fd, 1)
+    if stdout_fd is not None and stdout_fd > 2:
         os.close(stdout_fd)
     return channel_in, channel_out
 
 
 def _rebuild_stdio() -> None:
-    # Python's own objects (still in sys.__stdin__ etc.) now wrap /dev/null and the stdout
-    # pipe too; the new ones never close their fd, so closing sys.stdin (as exit() does) or
-    # sys.stdout leaves fds 0 and 1 in place for C code and subprocesses.
+    # The new objects never close their fd, so closing sys.stdin (as exit() does) or
+    # sys.stdout leaves fds 0 and 1 in place for C code and subprocesses. The old ones are
+    # the supervisor's, copied by fork: never flushed here (their buffers are the parent's
+    # output), and kept alive so that collecting them cannot close fds 0-2.
+    _inherited_stdio.extend((sys.__stdin__, sys.__stdout__, sys.__stderr__))
     sys.stdin = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     sys.stdout = _line_buffered_writer(1)
     sys.stderr = _line_buffered_writer(2)
+    # Final in typeshed, but the task's own streams are what "original stdio" means here.
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr  # type: ignore[misc]
 
 
 def _line_buffered_writer(fd: int) -> io.TextIOWrapper:
@@ -110,13 +114,17 @@ def _line_buffered_writer(fd: int) -> io.TextIOWrapper:
 
 def _install_logging_bridge() -> None:
     root = logging.getLogger()
+    # Handlers copied from the supervisor by fork would write to its closed files.
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
     root.addHandler(LogHandler())
     if root.level == logging.WARNING:  # stdlib default: tasks expect their info lines logged
         root.setLevel(logging.INFO)
+    logging.captureWarnings(True)  # warnings.warn() lands in the task log as py.warnings
 
 
 def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+    for stream in {sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__}:
         try:
             if stream is not None:
                 stream.flush()

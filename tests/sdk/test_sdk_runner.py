@@ -215,6 +215,26 @@ def test_stdlib_logging_reaches_the_log_at_info_and_above(tmp_path: Path) -> Non
     ]
 
 
+def test_warnings_reach_the_log_and_inherited_logging_handlers_are_dropped(
+    tmp_path: Path,
+) -> None:
+    run = run_task_source(
+        tmp_path,
+        """
+        import logging, warnings
+
+        def main():
+            warnings.simplefilter("always")  # this test process turns warnings into errors
+            warnings.warn("old api", UserWarning, stacklevel=1)
+            return [type(h).__name__ for h in logging.getLogger().handlers]
+        """,
+    )
+    assert run.logs[0].logger == "py.warnings"
+    assert run.logs[0].level == "warning"
+    assert "UserWarning: old api" in run.logs[0].event
+    assert run.requests[0] == SetXCom(id=1, key="return_value", value=["LogHandler"])
+
+
 def test_threads_of_a_task_share_the_channel(tmp_path: Path) -> None:
     def answer(request: object) -> object:
         assert isinstance(request, GetVariable)
