@@ -20,6 +20,7 @@ from typing import Any
 
 from apiserver.activity import activity_document, write_activity_file
 from apiserver.auth import Scope, mint_token
+from apiserver.blobs import BlobStore
 from apiserver.db import connect, immediate, now_iso
 
 __all__ = ["Admin", "TaskInstanceRecord"]
@@ -63,6 +64,7 @@ class Admin:
     def __init__(self, db_path: str | Path) -> None:
         self.db_path = Path(db_path)
         self._db = connect(self.db_path)
+        self._blobs = BlobStore(self.db_path)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -315,34 +317,47 @@ class Admin:
     ) -> Any:
         """An XCom's value, decoded from its JSON (``KeyError`` if there is none)."""
         row = self._one(
-            "SELECT value FROM xcoms WHERE dag_id = ? AND run_id = ? AND task_id = ?"
+            "SELECT value, blob FROM xcoms WHERE dag_id = ? AND run_id = ? AND task_id = ?"
             " AND map_index = ? AND key = ?",
             (dag_id, run_id, task_id, map_index, key),
         )
         if row is None:
             raise KeyError(f"no XCom {key!r} for {dag_id}/{run_id}/{task_id}[{map_index}]")
-        return json.loads(row[0])
+        return self._xcom_value(row)
+
+    def _xcom_value(self, row: sqlite3.Row) -> Any:
+        raw = row["value"] if row["blob"] is None else self._blobs.read(row["blob"])
+        return json.loads(raw)
 
     def xcoms_of(self, ti_id: str) -> dict[str, Any]:
         """Every XCom the task instance ``ti_id`` has pushed, by key, decoded."""
         ti = self.get_task_instance(ti_id)
         with self._lock:
             rows = self._db.execute(
-                "SELECT key, value FROM xcoms WHERE dag_id = ? AND run_id = ? AND task_id = ?"
+                "SELECT key, value, blob FROM xcoms WHERE dag_id = ? AND run_id = ? AND task_id = ?"
                 " AND map_index = ? ORDER BY key",
                 (ti.dag_id, ti.run_id, ti.task_id, ti.map_index),
             ).fetchall()
-        return {row[0]: json.loads(row[1]) for row in rows}
+        return {row["key"]: self._xcom_value(row) for row in rows}
 
     def set_xcom(
         self, dag_id: str, run_id: str, task_id: str, *, key: str, value: Any, map_index: int = -1
     ) -> None:
         """Store an XCom as an upstream task would have (``value`` is JSON-encoded)."""
-        self._execute(
-            "INSERT OR REPLACE INTO xcoms (dag_id, run_id, task_id, map_index, key, value,"
-            " timestamp) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (dag_id, run_id, task_id, map_index, key, json.dumps(value).encode(), now_iso()),
-        )
+        where = (dag_id, run_id, task_id, map_index, key)
+        with self._lock, immediate(self._db) as db:
+            old = db.execute(
+                "SELECT blob FROM xcoms WHERE dag_id = ? AND run_id = ? AND task_id = ?"
+                " AND map_index = ? AND key = ?",
+                where,
+            ).fetchone()
+            db.execute(
+                "INSERT OR REPLACE INTO xcoms (dag_id, run_id, task_id, map_index, key, value,"
+                " timestamp) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*where, json.dumps(value).encode(), now_iso()),
+            )
+        if old is not None and old["blob"] is not None:
+            self._blobs.delete(old["blob"])
 
     # --- activity files ----------------------------------------------------------------
 

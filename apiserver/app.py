@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 from apiserver.auth import check_secret
+from apiserver.blobs import BlobStore
 from apiserver.db import connect
 from apiserver.echo_headers import EchoHeadersMiddleware
 from apiserver.responses import json_response
@@ -68,7 +69,7 @@ def create_app(
         *task_instances.routes(server),
         *variables.routes(server),
         *connections.routes(server),
-        *xcoms.routes(server),
+        *xcoms.routes(server, BlobStore(db_path)),
     ]
     return Starlette(
         routes=[Mount("/execution", routes=api)],

@@ -87,8 +87,11 @@ CREATE TABLE IF NOT EXISTS xcoms (
     task_id   TEXT NOT NULL,
     map_index INTEGER NOT NULL DEFAULT -1,
     key       TEXT NOT NULL,
-    value     BLOB NOT NULL,
+    -- The JSON as received; large values live in a file instead (apiserver.blobs), named here.
+    value     BLOB,
+    blob      TEXT,
     timestamp TEXT NOT NULL,
+    CHECK ((value IS NULL) != (blob IS NULL)),
     PRIMARY KEY (dag_id, run_id, task_id, map_index, key)
 );
 """

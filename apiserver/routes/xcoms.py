@@ -1,19 +1,25 @@
 """``/xcoms/{dag_id}/{run_id}/{task_id}/{key}``: task results passed between tasks.
 
 Values are stored as the raw JSON the task sent and answered without being parsed again, so a
-100 MB value costs a few linear copies, not a decode and re-encode. Any valid token may read
-any XCom (a task pulls its upstreams' results, as in Airflow); only the task instance a token
-belongs to may write or delete its own XComs.
+100 MB value costs a few linear copies, not a decode and re-encode; large ones go to files
+(:mod:`apiserver.blobs`) through worker threads, so they never stall other requests. Any valid
+token may read any XCom (a task pulls its upstreams' results, as in Airflow); only the task
+instance a token belongs to may write or delete its own XComs.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+
 import msgspec
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from apiserver.auth import TokenClaims
+from apiserver.blobs import INLINE_LIMIT, READ_CHUNK, BlobStore
 from apiserver.db import now_iso
 from apiserver.inputs import json_body, query_bool, query_int
 from apiserver.responses import ApiError, json_response, not_found
@@ -40,8 +46,38 @@ class _Where:
             raise ApiError(400, {"reason": "invalid_key", "message": "XCom key must not be empty"})
 
 
-def routes(server: ServerContext) -> list[Route]:
-    """The XCom routes, bound to ``server``."""
+def _check_json(body: bytes) -> None:
+    try:
+        # Validates without building Python objects: the value is stored as sent.
+        msgspec.json.decode(body, type=msgspec.Raw)
+    except msgspec.DecodeError as exc:
+        raise ApiError(
+            400, {"reason": "invalid_format", "message": f"XCom value is not JSON: {exc}"}
+        ) from exc
+
+
+def _streamed(key: str, file: BinaryIO, size: int) -> Response:
+    """``{"key": key, "value": <file>}`` streamed from a blob file, read in worker threads."""
+    head = b'{"key":' + msgspec.json.encode(key) + b',"value":'
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            yield head
+            while chunk := await run_in_threadpool(file.read, READ_CHUNK):
+                yield chunk
+            yield b"}"
+        finally:
+            file.close()
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/json",
+        headers={"Content-Length": str(len(head) + size + 1)},
+    )
+
+
+def routes(server: ServerContext, blobs: BlobStore) -> list[Route]:
+    """The XCom routes, bound to ``server``; large values live in ``blobs``."""
     db = server.db
 
     def check_own(where: _Where, claims: TokenClaims) -> None:
@@ -54,18 +90,26 @@ def routes(server: ServerContext) -> list[Route]:
         ) != (where.dag_id, where.run_id, where.task_id, where.map_index):
             raise ApiError(403, "Task instance may only write or delete its own XComs")
 
+    def stored_blob(where: _Where) -> str | None:
+        row = db.execute(
+            "SELECT blob FROM xcoms WHERE dag_id = ? AND run_id = ? AND task_id = ?"
+            " AND map_index = ? AND key = ?",
+            (where.dag_id, where.run_id, where.task_id, where.map_index, where.key),
+        ).fetchone()
+        return None if row is None else row[0]
+
     async def get_xcom(request: Request, claims: TokenClaims) -> Response:
         where = _Where(request)
         include_prior_dates = query_bool(request, "include_prior_dates", False)
         row = db.execute(
-            "SELECT value FROM xcoms WHERE dag_id = ? AND run_id = ? AND task_id = ?"
+            "SELECT value, blob FROM xcoms WHERE dag_id = ? AND run_id = ? AND task_id = ?"
             " AND map_index = ? AND key = ?",
             (where.dag_id, where.run_id, where.task_id, where.map_index, where.key),
         ).fetchone()
         if row is None and include_prior_dates:
             # The latest value from this or an earlier run of the same dag.
             row = db.execute(
-                "SELECT x.value FROM xcoms x JOIN dag_runs dr USING (dag_id, run_id)"
+                "SELECT x.value, x.blob FROM xcoms x JOIN dag_runs dr USING (dag_id, run_id)"
                 " WHERE x.dag_id = ? AND x.task_id = ? AND x.map_index = ? AND x.key = ?"
                 " AND coalesce(dr.logical_date, dr.run_after, '') <= (SELECT"
                 "   coalesce(logical_date, run_after, '') FROM dag_runs"
@@ -86,7 +130,12 @@ def routes(server: ServerContext) -> list[Route]:
                 f"XCom with key='{where.key}' map_index={where.map_index} not found for task "
                 f"'{where.task_id}' in DAG run '{where.run_id}' of '{where.dag_id}'"
             )
-        return json_response(XComResponse(key=where.key, value=msgspec.Raw(row[0])))
+        value, blob = row
+        if blob is None:
+            return json_response(XComResponse(key=where.key, value=msgspec.Raw(value)))
+        # Opened now, on the loop: a concurrent replace may unlink the file, not this handle.
+        file = blobs.open(blob)
+        return _streamed(where.key, file, blobs.path(blob).stat().st_size)
 
     async def count_xcoms(request: Request, claims: TokenClaims) -> Response:
         if "map_index" in request.query_params:
@@ -113,37 +162,48 @@ def routes(server: ServerContext) -> list[Route]:
                 },
             )
         body = await json_body(request)
-        try:
-            # Validates without building Python objects: the value is stored as sent.
-            msgspec.json.decode(body, type=msgspec.Raw)
-        except msgspec.DecodeError as exc:
-            raise ApiError(
-                400, {"reason": "invalid_format", "message": f"XCom value is not JSON: {exc}"}
-            ) from exc
+        value: bytes | None = body
+        blob: str | None = None
+        if len(body) > INLINE_LIMIT:
+            await run_in_threadpool(_check_json, body)
+            blob = await run_in_threadpool(blobs.write, body)
+            value = None
+        else:
+            _check_json(body)
+        # No await between reading the old row and replacing it: no other request interleaves.
+        replaced = stored_blob(where)
         db.execute(
-            "INSERT INTO xcoms (dag_id, run_id, task_id, map_index, key, value, timestamp)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dag_id, run_id, task_id, map_index, key)"
-            " DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp",
+            "INSERT INTO xcoms (dag_id, run_id, task_id, map_index, key, value, blob, timestamp)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (dag_id, run_id, task_id, map_index, key)"
+            " DO UPDATE SET value = excluded.value, blob = excluded.blob,"
+            " timestamp = excluded.timestamp",
             (
                 where.dag_id,
                 where.run_id,
                 where.task_id,
                 where.map_index,
                 where.key,
-                body,
+                value,
+                blob,
                 now_iso(),
             ),
         )
+        if replaced is not None:
+            await run_in_threadpool(blobs.delete, replaced)
         return json_response({"message": "XCom successfully set"}, 201)
 
     async def delete_xcom(request: Request, claims: TokenClaims) -> Response:
         where = _Where(request)
         check_own(where, claims)
+        replaced = stored_blob(where)
         db.execute(
             "DELETE FROM xcoms WHERE dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?"
             " AND key = ?",
             (where.dag_id, where.run_id, where.task_id, where.map_index, where.key),
         )
+        if replaced is not None:
+            await run_in_threadpool(blobs.delete, replaced)
         return json_response({"message": f"XCom with key: {where.key} successfully deleted."})
 
     path = "/xcoms/{dag_id}/{run_id}/{task_id}/{key:path}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from apiserver_fixtures import Api
 
 from apiserver.admin import TaskInstanceRecord
+from apiserver.blobs import INLINE_LIMIT
 
 
 @pytest.fixture
@@ -177,3 +179,47 @@ def test_percent_encoded_path_segments_are_decoded(api: Api) -> None:
     assert api.client.post(url, content=b"7", headers=api.auth(ti_id)).status_code == 201
     assert api.admin.get_xcom("etl", run_id, "t", "a/b") == 7
     assert api.client.get(url, headers=api.auth(ti_id)).json() == {"key": "a/b", "value": 7}
+
+
+def _blob_files(api: Api) -> list[str]:
+    root = Path(f"{api.db_path}.blobs")
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_large_values_live_in_files_that_follow_replace_and_delete(
+    api: Api, ti: TaskInstanceRecord
+) -> None:
+    big = json.dumps(["y" * INLINE_LIMIT]).encode()
+    api.client.post(_url(ti, "k"), content=big, headers=api.auth(ti.id))
+    (first,) = _blob_files(api)
+    assert api.admin.get_xcom(ti.dag_id, ti.run_id, ti.task_id, "k") == ["y" * INLINE_LIMIT]
+    assert api.admin.xcoms_of(ti.id) == {"k": ["y" * INLINE_LIMIT]}
+
+    api.client.post(_url(ti, "k"), content=big, headers=api.auth(ti.id))
+    (second,) = _blob_files(api)
+    assert second != first
+
+    api.client.post(_url(ti, "k"), content=b"1", headers=api.auth(ti.id))
+    assert _blob_files(api) == []
+    assert api.client.get(_url(ti, "k"), headers=api.auth(ti.id)).json()["value"] == 1
+
+    api.client.post(_url(ti, "k"), content=big, headers=api.auth(ti.id))
+    assert api.client.delete(_url(ti, "k"), headers=api.auth(ti.id)).status_code == 200
+    assert _blob_files(api) == []
+
+
+def test_admin_set_xcom_replaces_a_large_value_and_its_file(
+    api: Api, ti: TaskInstanceRecord
+) -> None:
+    big = json.dumps("z" * (INLINE_LIMIT + 1)).encode()
+    api.client.post(_url(ti, "k"), content=big, headers=api.auth(ti.id))
+    api.admin.set_xcom(ti.dag_id, ti.run_id, ti.task_id, key="k", value="small")
+    assert _blob_files(api) == []
+    assert api.client.get(_url(ti, "k"), headers=api.auth(ti.id)).json()["value"] == "small"
+
+
+def test_invalid_large_body_is_400_and_leaves_no_file(api: Api, ti: TaskInstanceRecord) -> None:
+    body = b'["' + b"x" * INLINE_LIMIT
+    response = api.client.post(_url(ti, "k"), content=body, headers=api.auth(ti.id))
+    assert response.status_code == 400
+    assert _blob_files(api) == []
