@@ -9,6 +9,7 @@ instance a token belongs to may write or delete its own XComs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
@@ -135,7 +136,7 @@ def routes(server: ServerContext, blobs: BlobStore) -> list[Route]:
             return json_response(XComResponse(key=where.key, value=msgspec.Raw(value)))
         # Opened now, on the loop: a concurrent replace may unlink the file, not this handle.
         file = blobs.open(blob)
-        return _streamed(where.key, file, blobs.path(blob).stat().st_size)
+        return _streamed(where.key, file, os.fstat(file.fileno()).st_size)
 
     async def count_xcoms(request: Request, claims: TokenClaims) -> Response:
         if "map_index" in request.query_params:
