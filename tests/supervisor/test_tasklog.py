@@ -45,7 +45,9 @@ def test_log_file_and_its_directories_are_created_private(log):
 
 
 def test_record_has_timestamp_level_event_logger_and_masked_fields(log):
-    log.record("task", "info", "connecting with hunter22", attempt=2, conn={"pw": "hunter22"})
+    log.record(
+        "task", "info", "connecting with hunter22", {"attempt": 2, "conn": {"pw": "hunter22"}}
+    )
     (record,) = read_records(log)
     assert ISO_UTC_Z.match(record["timestamp"])
     assert record["level"] == "info"
@@ -58,6 +60,15 @@ def test_record_has_timestamp_level_event_logger_and_masked_fields(log):
 def test_record_keeps_a_timestamp_given_by_the_task(log):
     log.record("task", "warning", "e", timestamp="2026-01-01T00:00:00.000000Z")
     assert read_records(log)[0]["timestamp"] == "2026-01-01T00:00:00.000000Z"
+
+
+def test_fields_cannot_forge_the_standard_keys(log):
+    forged = {"timestamp": "1970", "level": "critical", "event": "forged", "logger": "supervisor"}
+    log.record("task", "info", "real event", {**forged, "extra": "kept"})
+    (record,) = read_records(log)
+    assert ISO_UTC_Z.match(record["timestamp"])
+    assert (record["level"], record["event"], record["logger"]) == ("info", "real event", "task")
+    assert record["extra"] == "kept"
 
 
 def test_captured_lines_are_records_with_the_stream_logger(log):
