@@ -72,6 +72,15 @@ def test_sdk_and_its_runner_import_no_network_token_logging_or_supervisor_code()
     assert out.stdout.strip() == "[]"
 
 
+def test_a_fresh_interpreter_with_the_sdk_and_runner_stays_small() -> None:
+    code = (
+        "import resource, sdk, sdk.runner\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"  # KiB on Linux
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) < 30 * 1024
+
+
 SDK_CALLS: list[tuple[str, Callable[[], Any]]] = [
     ("Variable.get()", lambda: sdk.Variable.get("k")),
     ("Variable.get()", lambda: sdk.Variable.get("k", default="d")),
