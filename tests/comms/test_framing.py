@@ -145,6 +145,26 @@ def test_over_long_line_fed_in_small_chunks_is_reported_once_and_its_bytes_are_n
     assert decoder.buffered == 0
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    rid=st.integers(min_value=0, max_value=2**53),
+    size=st.integers(min_value=65, max_value=3000),
+    cuts=st.lists(st.integers(0, 4000), max_size=30),
+)
+def test_over_long_request_is_reported_with_its_id_whatever_the_chunking(rid, size, cuts):
+    long_line = encode(m.PutVariable(id=rid, key="k", value="v" * size))
+    stream = long_line + encode(m.GetVariable(id=1, key="after"))
+    decoder = task_decoder(max_line=64)
+    events = []
+    for piece in chunked(stream, cuts):
+        decoder.feed(piece)
+        events.extend(drain(decoder))
+        assert decoder.buffered <= 64
+    assert [type(e) for e in events] == [BadLine, m.GetVariable]
+    assert events[0].id == rid
+    assert events[1] == m.GetVariable(id=1, key="after")
+
+
 def test_over_long_line_without_an_id_is_reported_with_no_id():
     events = decode_all(b'{"type":"Log","event":"' + b"z" * 300 + b'"}\n', max_line=50)
     assert len(events) == 1

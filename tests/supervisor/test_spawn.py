@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import select
 import signal
 import sys
@@ -190,3 +191,38 @@ def test_command_starts_with_default_signal_dispositions_and_an_empty_mask(zygot
 def test_command_exit_code_is_the_zygotes_exit_code(zygote):
     code, *_ = run(zygote, Launch(kind="command", argv=["/bin/sh", "-c", "exit 7"], env=PATH_ONLY))
     assert code == 7
+
+
+def test_command_runs_in_the_given_working_directory(zygote, tmp_path):
+    launch = Launch(kind="command", argv=["pwd"], env=PATH_ONLY, cwd=str(tmp_path))
+    code, channel, _, _ = run(zygote, launch)
+    assert (code, channel.decode().strip()) == (0, str(tmp_path))
+
+
+def test_command_runs_as_the_requested_user_or_fails_clearly_without_root(zygote):
+    nobody = pwd.getpwnam("nobody")
+    launch = Launch(
+        kind="command",
+        argv=["id", "-u"],
+        env=PATH_ONLY,
+        uid=nobody.pw_uid,
+        gid=nobody.pw_gid,
+        groups=[nobody.pw_gid],
+    )
+    code, channel, stderr, _ = run(zygote, launch)
+    if os.geteuid() == 0:
+        assert (code, channel.decode().strip()) == (0, str(nobody.pw_uid))
+    else:  # only root may switch users: the zygote says so and never runs the command
+        assert code == LAUNCH_FAILED
+        assert channel == b""
+        assert b"could not start the task" in stderr
+
+
+def test_the_supervisor_keeps_no_descriptor_of_a_finished_zygote():
+    before = set(os.listdir("/proc/self/fd"))
+    z = fork_zygote()
+    z.launch(Launch(kind="command", argv=["true"], env=PATH_ONLY))
+    assert wait_exit(z.pid) == 0
+    for fd in (z.to_task, z.from_task, z.stdout, z.stderr):
+        os.close(fd)
+    assert set(os.listdir("/proc/self/fd")) == before
