@@ -491,4 +491,3 @@ def proxy_to(server: ReferenceServer, **options: Any) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.close()
-

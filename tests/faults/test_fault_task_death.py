@@ -30,8 +30,9 @@ def test_1_sigkilled_task_is_failed_or_up_for_retry_and_log_says_likely_oom(
     assert done.returncode == 1, done.stderr
     assert t.state() == state
     ended = [e for e in t.supervisor_events() if e.startswith("Task process ended")]
-    assert ended == ["Task process ended: killed by SIGKILL (likely out of memory: the OOM killer"
-                     " sends SIGKILL)"]
+    assert ended == [
+        "Task process ended: killed by SIGKILL (likely out of memory: the OOM killer sends SIGKILL)"
+    ]
     finished = t.finished_record()
     assert finished["final_state"] == state
     assert "SIGKILL" in finished["reason"]

@@ -225,7 +225,7 @@ def calls_exit() -> str:
     XCom.push("before_exit", value)
     sys.stdin.close()
     code = os.environ.get("FAULT_EXIT")
-    exit(int(code) if code else None)  # noqa: PLR1722 - the builtin exit is the point
+    exit(int(code) if code else None)
 
 
 def closes_stdio() -> str:
