@@ -7,8 +7,10 @@ one answer at a time: an answer to a request not yet sent is ignored, as it must
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -50,12 +52,8 @@ def peer() -> Iterator[Peer]:
     yield peer
     peer.close()
     for fd in (peer.task_reads, peer.task_writes):
-        try:
-            import os
-
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 @pytest.fixture
@@ -135,8 +133,6 @@ def test_another_protocol_version_is_refused(peer: Peer) -> None:
 
 
 def test_end_of_stream_before_startup_details_raises_channel_closed(peer: Peer) -> None:
-    import os
-
     os.close(peer.to_task)
     with pytest.raises(sdk.ChannelClosedError, match="before StartupDetails"):
         Channel(peer.task_reads, peer.task_writes).start()
@@ -400,8 +396,6 @@ def test_a_cancel_between_responses_is_recorded(peer: Peer, channel: Channel) ->
 
 
 def test_end_of_stream_raises_channel_closed_now_and_later(peer: Peer, channel: Channel) -> None:
-    import os
-
     os.close(peer.to_task)
     with pytest.raises(sdk.ChannelClosedError, match="closed the channel"):
         sdk.Variable.get("k")
@@ -410,8 +404,6 @@ def test_end_of_stream_raises_channel_closed_now_and_later(peer: Peer, channel: 
 
 
 def test_writing_to_a_gone_supervisor_raises_channel_closed(peer: Peer, channel: Channel) -> None:
-    import os
-
     os.close(peer.from_task)
     with pytest.raises(sdk.ChannelClosedError, match="writing to the supervisor failed"):
         sdk.log.info("nobody listens")
@@ -479,8 +471,6 @@ def test_notifications_from_many_threads_arrive_as_whole_lines(
 def test_end_of_stream_wakes_every_waiting_thread_with_channel_closed(
     peer: Peer, channel: Channel
 ) -> None:
-    import os
-
     count = 4
     results, threads = _in_threads(count, lambda i: sdk.Variable.get(f"key{i}"))
     for _ in range(count):
