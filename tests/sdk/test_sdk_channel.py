@@ -17,10 +17,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sdk_peer import Peer, startup_details
 
 import sdk
 from comms.errors import SupervisorProtocolError
+from comms.framing import encode
 from comms.messages import (
     PROTOCOL_VERSION,
     Cancel,
@@ -479,3 +482,39 @@ def test_end_of_stream_wakes_every_waiting_thread_with_channel_closed(
     for thread in threads:
         thread.join(timeout=10)
     assert all(isinstance(r, sdk.ChannelClosedError) for r in results)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=6),
+    data=st.data(),
+)
+def test_any_answer_order_and_any_chunking_reach_the_right_threads(
+    count: int, data: st.DataObject
+) -> None:
+    peer = Peer()
+    channel = Channel(peer.task_reads, peer.task_writes)
+    peer.send(startup_details())
+    channel.start()
+    peer.receive()
+    try:
+        with _session.installed(channel):
+            results, threads = _in_threads(count, lambda i: sdk.Variable.get(f"key{i}"))
+            requests = [peer.receive() for _ in range(count)]
+            order = data.draw(st.permutations(requests))
+            answers = [
+                VariableResult(id=r.id, key=r.key, value=r.key.upper())  # type: ignore[union-attr]
+                for r in order
+            ]
+            lines = [*answers, Cancel(reason="late")]
+            blob = b"".join(encode(line) for line in data.draw(st.permutations(lines)))
+            cuts = sorted(data.draw(st.sets(st.integers(1, len(blob) - 1), max_size=20)))
+            for start, end in zip([0, *cuts], [*cuts, len(blob)], strict=True):
+                peer.send_raw(blob[start:end])
+            for thread in threads:
+                thread.join(timeout=10)
+        assert results == [f"KEY{i}" for i in range(count)]
+    finally:
+        peer.close()
+        for fd in (peer.task_reads, peer.task_writes):
+            os.close(fd)
