@@ -2,18 +2,19 @@
 
 ::
 
-    from sdk.testing import fake_supervisor
+    from sdk.testing import fake_supervisor, make_context
 
     def test_load_reads_rows_and_returns_count():
         with fake_supervisor(
             variables={"target_table": "sales"},
             connections={"warehouse": {"conn_type": "postgres", "host": "db"}},
             xcoms={("extract", "return_value"): [1, 2, 3]},
+            context=make_context(task_id="load"),
         ) as fake:
             outcome = fake.run("my_dags.load:main")
         assert outcome.state == "success"
         assert outcome.return_value == 3
-        assert fake.xcoms[("load", "return_value")] == 3   # "load" = context's task_id
+        assert fake.xcoms[("load", "return_value")] == 3
 
 Inside the ``with`` block every SDK call is answered in-process; each message still goes
 through the wire encoding, so values come back as a real supervisor would return them.
