@@ -75,11 +75,14 @@ class ExecutionApiClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         on_retry: RetryHook | None = None,
+        on_token: Callable[[str], None] | None = None,
     ) -> None:
         self._token = token
         self._token_lock = threading.Lock()
         self.retry = retry or RetryPolicy()
         self._on_retry = on_retry
+        #: Called with every token the server issues, before it is used (to mask it).
+        self._on_token = on_token
         self._http = httpx.Client(
             base_url=server if server.endswith("/") else server + "/",
             transport=transport,
@@ -210,6 +213,8 @@ class ExecutionApiClient:
     def _adopt_token(self, resp: httpx.Response) -> None:
         fresh = resp.headers.get("Refreshed-API-Token")
         if fresh:
+            if self._on_token is not None:
+                self._on_token(fresh)
             with self._token_lock:
                 self._token = fresh
 

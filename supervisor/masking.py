@@ -62,6 +62,11 @@ class Masker:
                 self._secrets |= new
                 self._pattern = None
 
+    def add_token(self, token: str) -> None:
+        """Register a JWT, and its signature alone: printed apart, that is the secret part."""
+        self.add(token)
+        self.add(token.rsplit(".", 1)[-1])
+
     def add_all(self, values: Iterable[Any]) -> None:
         """Register several values."""
         for value in values:

@@ -152,12 +152,14 @@ def _become_task(
         from supervisor import netns
 
         netns.enter_loopback_only_namespace()
+    # Imported while still privileged: the task's user may not be able to read this
+    # interpreter's files (a Python under /root).
+    from supervisor._linux import set_parent_death_signal
+
     if launch.uid is not None and launch.gid is not None:
         os.setgroups(launch.groups)
         os.setgid(launch.gid)
         os.setuid(launch.uid)
-    from supervisor._linux import set_parent_death_signal
-
     # After setuid: the kernel clears the parent-death signal on credential changes.
     set_parent_death_signal(signal.SIGKILL)
     os.dup2(channel_in, 0)

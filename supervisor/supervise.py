@@ -87,7 +87,7 @@ def supervise(
 ) -> ExitCode:
     """Run the task try the activity describes in the forked ``zygote``; return the exit code."""
     masker = Masker()
-    masker.add(activity.token)
+    masker.add_token(activity.token)
     if log is None:
         path = activity.log_path or activity.default_log_path()
         try:
@@ -165,6 +165,7 @@ class Supervision:
             timeout=config.api_timeout,
             transport=transport,
             on_retry=self._log_retry,
+            on_token=masker.add_token,
         )
         self.process = TaskProcess(zygote.pid)
         self.relay = Relay(self.client, self.ti, activity.context, masker)
