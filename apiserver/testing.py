@@ -183,9 +183,15 @@ class ReferenceServer:
                     )
                 # The socket already listens, so this waits in the backlog until the server
                 # accepts: no sleep is needed between attempts.
-                with contextlib.suppress(httpx.TransportError):
+                try:
                     if client.get(health).status_code == 200:
                         return
+                except httpx.TimeoutException:
+                    pass
+                except httpx.TransportError:
+                    # Refused or reset: the process is going away. Wait on it, not on a timer.
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self._process.wait(0.05)
                 if time.monotonic() > deadline:
                     self.stop()
                     raise ServerStartError(
