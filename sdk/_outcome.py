@@ -92,7 +92,7 @@ def run_task(target: str | Callable[..., Any], context: Context) -> Outcome:
             try:
                 ensure_json(return_value, "the task's return value")
             except NotJsonError as exc:
-                _report("task returned a value that cannot be stored as XCom", exc)
+                _report("task returned a value that cannot be stored as XCom", exc, traceback=False)
                 return _ended(TaskState(id=0, state="failed", reason=str(exc)), return_value)
             XCom.push("return_value", return_value)
         return _ended(SucceedTask(id=0), return_value)
@@ -127,7 +127,7 @@ def _deferral(exc: Defer) -> TerminalRequest:
         ensure_json(exc.trigger_kwargs, "Defer trigger_kwargs")
         ensure_json(exc.kwargs, "Defer kwargs")
     except NotJsonError as bad:
-        _report("task deferred with arguments that cannot be sent", bad)
+        _report("task deferred with arguments that cannot be sent", bad, traceback=False)
         return TaskState(id=0, state="failed", reason=str(bad))
     return DeferTask(
         id=0,
@@ -146,13 +146,17 @@ def _ended(terminal: TerminalRequest, return_value: Any) -> Outcome:
     return Outcome(state=state_of(terminal), terminal=terminal, return_value=return_value)
 
 
-def _report(event: str, exc: BaseException) -> None:
-    traceback_text = format_exception(exc)
+def _report(event: str, exc: BaseException, *, traceback: bool = True) -> None:
+    # Without traceback when the runner found the problem: its own frames would be noise.
+    details = {"error": _summary(exc)}
+    if traceback:
+        details["exception"] = format_exception(exc)
     try:
-        log.error(event, error=_summary(exc), exception=traceback_text)
+        log.error(event, **details)
     except SdkError:  # the supervisor is gone: stderr is the last way out
+        text = details.get("exception", details["error"])
         with contextlib.suppress(OSError):
-            os.write(2, f"{event}\n{traceback_text}".encode(errors="replace"))
+            os.write(2, f"{event}\n{text}\n".encode(errors="replace"))
 
 
 def _summary(exc: BaseException) -> str:

@@ -362,6 +362,9 @@ def test_a_return_value_that_is_not_json_fails_the_task_naming_the_type(tmp_path
     assert run.terminal.state == "failed"
     assert "decimal.Decimal" in (run.terminal.reason or "")
     assert "['total']" in (run.terminal.reason or "")
+    (record,) = error_logs(run)
+    assert "decimal.Decimal" in record.fields["error"]
+    assert "exception" not in record.fields  # the runner's own frames would be noise
 
 
 @pytest.mark.parametrize(
