@@ -53,6 +53,11 @@ CONNECTION_URI = (
 )
 CONNECTION_PASSWORD = "s3cr3t-interop-pass"
 
+#: Life of the execution tokens Airflow issues on /run. Short, with no leeway, so any response
+#: carries a reissued token (Airflow reissues once <= 30 s are left) and a supervisor that does
+#: not adopt them is refused within seconds. Airflow's default is 600 s with 10 s leeway.
+EXECUTION_TOKEN_LIFETIME = 10
+
 INSTALL_TIMEOUT = 900
 HEALTH_TIMEOUT = 180  # the api-server answers after ~16 s on an idle 2-core machine
 SIDE_TIMEOUT = 120
@@ -216,6 +221,7 @@ class Airflow:
     variable: ClassVar[tuple[str, str]] = VARIABLE
     connection_id: ClassVar[str] = CONNECTION_ID
     connection_password: ClassVar[str] = CONNECTION_PASSWORD
+    execution_token_lifetime: ClassVar[int] = EXECUTION_TOKEN_LIFETIME
 
     home: Path
     base_url: str
@@ -292,6 +298,8 @@ def _airflow_env(home: Path, port: int) -> dict[str, str]:
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
         AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
         AIRFLOW__API_AUTH__JWT_SECRET=JWT_SECRET,
+        AIRFLOW__API_AUTH__JWT_LEEWAY="0",
+        AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME=str(EXECUTION_TOKEN_LIFETIME),
         AIRFLOW__API__BASE_URL=base,
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base}/execution/",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",

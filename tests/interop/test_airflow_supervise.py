@@ -8,6 +8,7 @@ database, its log reader) what happened.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -161,6 +162,10 @@ def explain(result: subprocess.CompletedProcess[str]) -> str:
     return (
         f"supervise exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     )
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
 
 
 def task_log(airflow: Airflow, workload: Workload) -> list[dict[str, Any]]:
@@ -386,6 +391,36 @@ def test_heartbeats_advance_last_heartbeat_at_with_the_exchanged_token(
     # The workload token is refused everywhere but /run (test_airflow_wire), so heartbeats
     # and the state report above prove the supervisor adopted the execution token it got.
     assert seen == sorted(seen)
+
+
+def test_task_outlives_its_first_execution_token_by_adopting_reissued_ones(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    workload = airflow.queue(work=0)["work"]
+    release = tmp_path / "release"
+    env = {"INTEROP_PID_FILE": str(tmp_path / "pid"), "INTEROP_RELEASE": str(release)}
+    activity = activity_for(airflow, workload, entrypoint="waits_for_release", env=env)
+    lifetime = dt.timedelta(seconds=airflow.execution_token_lifetime)
+
+    with supervising(tmp_path, activity, heartbeat_interval="0.5") as proc:
+
+        def heartbeat_accepted_after_first_token_expired() -> bool:
+            row = airflow.ti_row(workload)
+            if row["state"] != "running" or not row["last_heartbeat_at"]:
+                return False
+            alive = parse_time(row["last_heartbeat_at"]) - parse_time(row["start_date"])
+            return alive > lifetime + dt.timedelta(seconds=1)
+
+        wait_until(
+            heartbeat_accepted_after_first_token_expired,
+            "a heartbeat accepted after the /run token expired",
+            timeout=lifetime.total_seconds() + 60,
+        )
+        release.touch()
+        result = finish(proc)
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    assert airflow.rest_ti(workload)["state"] == "success"
 
 
 def test_state_changed_in_airflow_mid_run_stops_task_and_exits_5(
