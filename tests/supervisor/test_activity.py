@@ -213,6 +213,21 @@ def test_env_value_with_nul_byte_is_refused_naming_the_value_as_the_problem():
     assert "NUL" in str(error) or "value" in str(error)
 
 
+@pytest.mark.parametrize(
+    ("changes", "path"),
+    [
+        ({"entrypoint": None, "command": ["/bin/echo", "a\u0000b"]}, "$.command"),
+        ({"entrypoint": "pkg\u0000.mod:run"}, "$.entrypoint"),
+        ({"log_path": "logs/a\u0000b.log"}, "$.log_path"),
+    ],
+    ids=["command", "entrypoint", "log_path"],
+)
+def test_nul_byte_in_a_program_path_or_argument_is_refused_before_anything_starts(changes, path):
+    # Without this check the error only surfaces after /run, in the zygote or the log opener.
+    error = error_for(activity(**changes))
+    assert error.field.startswith(path)
+
+
 def test_duplicate_conn_id_in_context_names_the_second_entry():
     conn = {"conn_id": "db", "conn_type": "postgres"}
     error = error_for(

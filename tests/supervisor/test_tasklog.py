@@ -157,3 +157,16 @@ def test_huge_line_without_newline_is_written_in_pieces_not_held(log):
         assert fed - written <= MAX_PENDING_LINE + len(chunk)  # what is held stays bounded
     stream.close()
     assert sum(len(e) for e in events_of(log)) == total
+
+
+def test_huge_non_ascii_line_written_in_pieces_loses_no_character(log):
+    text = "é" * (MAX_PENDING_LINE + 1000)  # 2 bytes each: the line is ~2 MiB
+    data = text.encode()
+    stream = StreamReassembler(log, "task.stdout", "info")
+    stream.feed(data[:1])  # from here on, reads end in the middle of a character
+    for start in range(1, len(data), 65536):
+        stream.feed(data[start : start + 65536])
+    stream.close()
+    joined = "".join(events_of(log))
+    assert joined.count("\ufffd") == 0, "characters split between pieces were replaced"
+    assert joined == text
