@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal
+from typing import Final
 
-__all__ = ["MISSING", "Missing", "MissingType"]
+__all__ = ["MISSING", "Missing"]
 
 
 class Missing(enum.Enum):
@@ -18,4 +18,3 @@ class Missing(enum.Enum):
 
 
 MISSING: Final = Missing.MISSING
-MissingType = Literal[Missing.MISSING]
