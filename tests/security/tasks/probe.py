@@ -207,12 +207,14 @@ def run_as_snoop() -> dict[str, Any]:
 
 def network_probe() -> dict[str, Any]:
     """Try the API server's port directly, then use the SDK, which goes through the supervisor."""
-    import socket  # not loaded by the runner: fine, this probe runs as root
+    import socket
 
     port = int(os.environ["PROBE_SERVER_PORT"])
     result: dict[str, Any] = {"interfaces": sorted(name for _, name in socket.if_nameindex())}
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(("127.0.0.1", port))  # an ASCII address needs no idna codec
             result["direct"] = "connected"
     except OSError as exc:
         result["direct"] = errno.errorcode.get(exc.errno or 0, str(exc))

@@ -1,0 +1,99 @@
+"""Property 4: every secret the supervisor handed over is masked on every output path.
+
+``tasks/probe.py:leaks_every_secret`` prints each secret to stdout and stderr, logs it as a
+structured record (in the event and in fields), writes it as one line in two ``write()``
+calls split inside the secret, and finally raises an exception whose message holds secrets.
+(The token's own masking is proven in ``test_token_isolation.py``.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from security_harness import (
+    PROBE,
+    log_records,
+    reference_server,  # noqa: F401 (the server fixture)
+    supervise,
+)
+
+from apiserver.testing import ReferenceServer
+from supervisor.masking import MIN_SECRET_LENGTH
+
+SECRETS = {
+    "password": "conn-password-123",
+    "extra_api_key": "extra-api-key-456",
+    "extra_nested": "nested-extra-789",
+    "variable": "variable-secret-321",
+    "mask_secret": "task-registered-secret-77",
+}
+
+
+@pytest.fixture(scope="module")
+def leaked(server: ReferenceServer) -> tuple[list[dict[str, Any]], str, str]:
+    """The log records and raw text of one try of the leaking task, and supervise's stderr."""
+    admin = server.admin
+    admin.set_connection(
+        "sec_conn",
+        "postgres",
+        host="db.example",
+        login="app",
+        password=SECRETS["password"],
+        extra={"api_key": SECRETS["extra_api_key"], "nested": {"inner": SECRETS["extra_nested"]}},
+    )
+    admin.set_connection("short_conn", "http", password="abcd")
+    admin.set_variable("db_password", SECRETS["variable"])
+    admin.set_variable("plain_setting", "plain-value-000")
+    ti_id, activity = server.create_task(entrypoint=f"{PROBE}:leaks_every_secret")
+    result = supervise(activity)
+    assert result.returncode == 1, result.stderr  # the task raised at the end
+    log = Path(server.workdir / "logs" / f"{ti_id}.log")
+    return log_records(log), log.read_text(), result.stderr
+
+
+def test_no_secret_value_reaches_the_log_file_or_supervise_output(
+    leaked: tuple[list[dict[str, Any]], str, str],
+) -> None:
+    _, text, stderr = leaked
+    for name, value in SECRETS.items():
+        assert value not in text, name
+        assert value not in stderr, name
+
+
+@pytest.mark.parametrize("name", sorted(SECRETS))
+def test_each_output_path_shows_the_mask(
+    leaked: tuple[list[dict[str, Any]], str, str], name: str
+) -> None:
+    records, _, _ = leaked
+    by_logger: dict[str, list[str]] = {}
+    for record in records:
+        by_logger.setdefault(record["logger"], []).append(record["event"])
+    assert f"stdout {name}=***" in by_logger["task.stdout"]
+    assert f"stderr {name}=***" in by_logger["task.stderr"]
+    assert f"split-stdout {name}=*** end" in by_logger["task.stdout"]
+    assert f"split-stderr {name}=*** end" in by_logger["task.stderr"]
+    (structured,) = [r for r in records if r["event"] == f"structured {name}=***"]
+    assert structured["value"] == "***"
+    assert structured["nested"] == {"list": ["***"]}
+
+
+def test_exception_message_and_traceback_are_masked(
+    leaked: tuple[list[dict[str, Any]], str, str],
+) -> None:
+    records, _, _ = leaked
+    (failure,) = [r for r in records if "exception" in r]
+    assert "RuntimeError: giving up with *** and ***" in failure["exception"]
+    assert "giving up with *** and ***" in failure["error"]
+    reported = [r for r in records if r["event"] == "Task reported failed"]
+    assert reported[0]["reason"] == "RuntimeError: giving up with *** and ***"
+
+
+def test_values_shorter_than_the_minimum_and_ordinary_values_are_not_masked(
+    leaked: tuple[list[dict[str, Any]], str, str],
+) -> None:
+    records, _, _ = leaked
+    assert MIN_SECRET_LENGTH == 5  # docs/security.md states this number
+    events = [r["event"] for r in records if r["logger"] == "task.stdout"]
+    assert "not secret: plain=plain-value-000 short_password=abcd tiny=tiny" in events
