@@ -166,5 +166,8 @@ def _summary(exc: BaseException) -> str:
 
 
 def _text(exc: BaseException) -> str | None:
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:  # a task's exception class may break its own __str__
+        text = f"<unprintable {type(exc).__name__}>"
     return text[:_REASON_LIMIT] if text else None

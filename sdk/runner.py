@@ -125,11 +125,9 @@ def _install_logging_bridge() -> None:
 
 def _flush_stdio() -> None:
     for stream in {sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__}:
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):  # closed or broken by task code: nothing left to do
-            pass
+        # Task code may have closed, broken or replaced these with anything at all.
+        with contextlib.suppress(Exception):
+            stream.flush()  # type: ignore[union-attr]
 
 
 def _last_words(text: str) -> None:

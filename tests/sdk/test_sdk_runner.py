@@ -169,6 +169,21 @@ def test_closing_stdio_and_builtin_exit_cannot_break_the_channel(tmp_path: Path)
     assert run.exit_status == 0
 
 
+def test_stdio_replaced_by_task_code_cannot_break_the_ending(tmp_path: Path) -> None:
+    run = run_task_source(
+        tmp_path,
+        """
+        import sys
+
+        def main():
+            sys.stdout = object()
+            sys.stderr = None
+        """,
+    )
+    assert isinstance(run.terminal, SucceedTask)
+    assert run.exit_status == 0
+
+
 def test_the_channel_is_not_inherited_by_subprocesses(tmp_path: Path) -> None:
     run = run_task_source(
         tmp_path,

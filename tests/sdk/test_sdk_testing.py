@@ -128,6 +128,19 @@ def test_run_maps_outcomes_like_the_runner() -> None:
     assert "RuntimeError: boom" in fake.logs[-2].fields["exception"]
 
 
+def test_an_exception_that_cannot_print_itself_still_ends_the_try() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    def crash() -> None:
+        raise Unprintable
+
+    with fake_supervisor() as fake:
+        outcome = fake.run(crash)
+    assert (outcome.state, outcome.reason) == ("failed", "Unprintable: <unprintable Unprintable>")
+
+
 def test_run_asks_for_retry_when_the_context_allows_it() -> None:
     with fake_supervisor(context=make_context(should_retry=True)) as fake:
         outcome = fake.run(lambda: 1 / 0)
