@@ -63,6 +63,9 @@ class Channel:
         self._context: Context | None = None
         #: The supervisor's cancellation notice, once one arrived.
         self.cancel: Cancel | None = None
+        # A process forked from the task shares these fds; if it used them it would take
+        # answers meant for the task. Only the process that opened the channel may.
+        self._owner_pid = os.getpid()
 
     @property
     def context(self) -> Context:
@@ -199,6 +202,11 @@ class Channel:
     def _raise_if_closed(self) -> None:
         if self._closed is not None:
             raise ChannelClosedError(self._closed)
+        if os.getpid() != self._owner_pid:
+            raise ChannelClosedError(
+                "the SDK cannot be used from a process forked by the task: only the task's "
+                "own process talks to the supervisor"
+            )
 
 
 def _warn(text: str) -> None:

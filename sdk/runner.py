@@ -73,10 +73,13 @@ def _run(stdout_fd: int | None) -> int:
         _last_words("taskvisor runner: StartupDetails has no entrypoint for a Python task\n")
         return RUNNER_BROKE
     sys.argv = [startup.entrypoint]  # not the supervisor's command line
+    task_pid = os.getpid()
     with _session.installed(channel):
         _install_logging_bridge()
         outcome = run_task(startup.entrypoint, channel.context)
         _flush_stdio()
+        if os.getpid() != task_pid:  # a copy forked by task code got here: the task reports
+            return 0
         response = channel.request(outcome.terminal)
     if isinstance(response, ErrorResponse):
         _last_words(f"taskvisor runner: the supervisor refused the terminal message: {response}\n")

@@ -184,6 +184,35 @@ def test_stdio_replaced_by_task_code_cannot_break_the_ending(tmp_path: Path) -> 
     assert run.exit_status == 0
 
 
+def test_a_process_forked_by_the_task_neither_uses_the_channel_nor_reports(
+    tmp_path: Path,
+) -> None:
+    run = run_task_source(
+        tmp_path,
+        """
+        import os
+        import sdk
+
+        def main():
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    sdk.Variable.get("k")
+                except sdk.ChannelClosedError as exc:
+                    print("forked child:", exc)
+                return "from the forked child"
+            os.waitpid(pid, 0)
+            return "from the task"
+        """,
+    )
+    assert run.requests == [
+        SetXCom(id=1, key="return_value", value="from the task"),
+        run.terminal,
+    ]
+    assert isinstance(run.terminal, SucceedTask)
+    assert b"forked child: the SDK cannot be used from a process forked by the task" in run.stdout
+
+
 def test_the_channel_is_not_inherited_by_subprocesses(tmp_path: Path) -> None:
     run = run_task_source(
         tmp_path,
