@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-from conftest import FAST, entrypoint, supervise
+from supervise_helpers import FAST, entrypoint, supervise
 
 from apiserver.testing import ReferenceServer
 
