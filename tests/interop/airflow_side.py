@@ -9,6 +9,8 @@ so the tests never re-implement Airflow:
 * ``queue``  create a dag run and put some of its task instances into ``queued``, then build
              each one's ``ExecuteTask`` workload (token minted by Airflow's ``JWTGenerator``,
              configured exactly like an executor's);
+* ``resume`` fire a deferred task instance's trigger (the triggerer's code) and queue it
+             again (the scheduler's part);
 * ``mint``   sign a token for a task instance with a chosen scope and lifetime;
 * ``tis``    read task instances back from Airflow's database (state, heartbeat, pid, ...).
 
@@ -54,21 +56,33 @@ def _jwt_generator() -> Any:
     return LocalExecutor().jwt_generator
 
 
+def _queue_ti(ti: Any, now: dt.datetime) -> None:
+    """What the scheduler does to a task instance it hands to an executor."""
+    from airflow.utils.state import TaskInstanceState
+
+    ti.state = TaskInstanceState.QUEUED
+    ti.queued_dttm = now
+
+
+def _workload(ti: Any) -> dict[str, Any]:
+    """The ``ExecuteTask`` workload an executor would get for ``ti``, as JSON."""
+    from airflow.executors.workloads import ExecuteTask
+
+    return json.loads(ExecuteTask.make(ti, generator=_jwt_generator()).model_dump_json())
+
+
 def queue(args: dict[str, Any]) -> dict[str, Any]:
     """Create dag run ``run_id`` of ``dag_id`` and queue the given tasks, as a scheduler would.
 
     ``args["tasks"]`` maps task_id -> ``{"max_tries": n}``. Returns, per task_id, the
     ``ExecuteTask`` workload Airflow would hand an executor (JSON, token included).
     """
-    from airflow.executors.workloads import ExecuteTask
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState, TaskInstanceState
+    from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
     now = dt.datetime.now(dt.UTC)
-    generator = _jwt_generator()
-    workloads = {}
     with create_session() as session:
         dag = SerializedDagModel.get_dag(args["dag_id"], session=session)
         if dag is None:
@@ -89,13 +103,33 @@ def queue(args: dict[str, Any]) -> dict[str, Any]:
             ti = tis[task_id]
             ti.try_number += 1
             ti.max_tries = spec.get("max_tries", 0)
-            ti.state = TaskInstanceState.QUEUED
-            ti.queued_dttm = now
+            _queue_ti(ti, now)
         session.flush()
-        for task_id in args["tasks"]:
-            workload = ExecuteTask.make(tis[task_id], generator=generator)
-            workloads[task_id] = json.loads(workload.model_dump_json())
-    return {"workloads": workloads}
+        return {"workloads": {task_id: _workload(tis[task_id]) for task_id in args["tasks"]}}
+
+
+def resume(args: dict[str, Any]) -> dict[str, Any]:
+    """Fire the trigger of deferred TI ``args["id"]`` with ``args["payload"]``, queue it again.
+
+    The triggerer's part (``Trigger.submit_event``) and the scheduler's (queue the now
+    scheduled TI, same try). Returns the new workload.
+    """
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import Trigger
+    from airflow.triggers.base import TriggerEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = session.get(TaskInstance, uuid.UUID(args["id"]))
+        if ti is None or ti.trigger_id is None:
+            raise LookupError(f"task instance {args['id']} is not waiting on a trigger")
+        Trigger.submit_event(ti.trigger_id, TriggerEvent(payload=args["payload"]), session=session)
+        session.refresh(ti)
+        if ti.state != "scheduled":
+            raise RuntimeError(f"the trigger event left the TI {ti.state}, not scheduled")
+        _queue_ti(ti, dt.datetime.now(dt.UTC))
+        session.flush()
+        return {"workload": _workload(ti)}
 
 
 def mint(args: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +168,7 @@ def tis(args: dict[str, Any]) -> dict[str, Any]:
 COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "cli": cli,
     "queue": queue,
+    "resume": resume,
     "mint": mint,
     "tis": tis,
 }

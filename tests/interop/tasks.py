@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdk import Connection, Defer, Fail, Reschedule, Skip, Variable, XCom, log
+from sdk import Connection, Context, Defer, Fail, Reschedule, Skip, Variable, XCom, log
 
 
 def returns_value() -> Any:
@@ -49,14 +49,16 @@ def reschedules() -> None:
     raise Reschedule(at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
 
 
-def defers() -> None:
-    """Hand over to one of Airflow's own triggers, to resume in ``execute_complete``."""
-    raise Defer(
-        "airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
-        trigger_kwargs={"delta": 60.0},
-        kwargs={"resumed": True},
-        timeout=600,
-    )
+def defers_then_resumes(context: Context) -> Any:
+    """Defer on the first run; when resumed, return what the resumed run was given."""
+    if context.next_method is None:
+        raise Defer(
+            "airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
+            trigger_kwargs={"delta": 60.0},
+            method_name="after_wait",
+            kwargs={"started": context.start_date.isoformat()},
+        )
+    return {"next_method": context.next_method, "next_kwargs": context.next_kwargs}
 
 
 def skips() -> None:

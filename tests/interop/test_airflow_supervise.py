@@ -261,18 +261,13 @@ def test_fail_is_failed_even_with_tries_left(airflow: Airflow, tmp_path: Path) -
     assert airflow.rest_ti(workload)["state"] == "failed"
 
 
-@pytest.mark.parametrize(
-    ("entrypoint", "state"), [("reschedules", "up_for_reschedule"), ("defers", "deferred")]
-)
-def test_reschedule_and_defer_reach_airflow(
-    airflow: Airflow, tmp_path: Path, entrypoint: str, state: str
-) -> None:
+def test_reschedule_is_up_for_reschedule(airflow: Airflow, tmp_path: Path) -> None:
     workload = airflow.queue(work=0)["work"]
 
-    result = supervise(tmp_path, activity_for(airflow, workload, entrypoint=entrypoint))
+    result = supervise(tmp_path, activity_for(airflow, workload, entrypoint="reschedules"))
 
     assert result.returncode == SUCCESS_OR_SKIPPED, result
-    assert airflow.rest_ti(workload)["state"] == state
+    assert airflow.rest_ti(workload)["state"] == "up_for_reschedule"
 
 
 def test_task_killed_from_outside_is_up_for_retry_in_airflow(
@@ -290,6 +285,26 @@ def test_task_killed_from_outside_is_up_for_retry_in_airflow(
 
     assert result.returncode == FAILED_OR_RETRY, result
     assert airflow.rest_ti(workload)["state"] == "up_for_retry"
+
+
+def test_deferred_task_resumes_with_the_trigger_event_after_airflow_fires_it(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    deferred = airflow.queue(work=0)["work"]
+    first = supervise(tmp_path, activity_for(airflow, deferred, entrypoint="defers_then_resumes"))
+    assert first.returncode == SUCCESS_OR_SKIPPED, first
+    assert airflow.rest_ti(deferred)["state"] == "deferred"
+
+    resumed = airflow.resume(deferred, payload={"fired": True, "n": 7})
+    result = supervise(tmp_path, activity_for(airflow, resumed, entrypoint="defers_then_resumes"))
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    ti = airflow.rest_ti(resumed)
+    assert (ti["state"], ti["try_number"]) == ("success", 1)
+    returned = airflow.rest_xcom(resumed).json()["value"]
+    assert returned["next_method"] == "after_wait"
+    assert returned["next_kwargs"]["event"] == {"fired": True, "n": 7}
+    assert "started" in returned["next_kwargs"]
 
 
 def test_timeout_kills_the_task_and_airflow_records_failure(
