@@ -114,6 +114,19 @@ def test_skipped_then_non_zero_exit_is_a_failure(status):
     assert status.describe() in outcome.reason
 
 
+@pytest.mark.parametrize(
+    ("status", "stop"),
+    [(SIGSEGV, None), (EXIT_3, None), (ExitStatus(signal=signal.SIGTERM), StopReason.TIMEOUT)],
+    ids=["crash", "exit-3", "timeout"],
+)
+def test_explicit_fail_is_never_retried_even_if_the_process_then_dies_badly(status, stop):
+    # sdk.Fail means "failed, no retry" (DESIGN.md); a crash or kill afterwards is still a
+    # failure, but must not turn the task's explicit no-retry into up_for_retry.
+    outcome = decide(FAILED, status, stop, should_retry=True)
+    assert outcome.state == "failed"
+    assert outcome.exit_code is ExitCode.FAILED
+
+
 def test_failed_reason_is_kept_on_clean_exit():
     assert decide(FAILED, CLEAN, None, should_retry=True).reason == "bad input"
 

@@ -11,13 +11,16 @@ import os
 import pwd
 import select
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from supervisor.spawn import LAUNCH_FAILED, Launch, Zygote, fork_zygote
 
+ROOT = Path(__file__).resolve().parents[2]
 WAIT = 10.0  # upper bound on a loaded machine; every wait ends on an event
 PATH_ONLY = {"PATH": "/usr/bin:/bin"}
 
@@ -226,3 +229,42 @@ def test_the_supervisor_keeps_no_descriptor_of_a_finished_zygote():
     for fd in (z.to_task, z.from_task, z.stdout, z.stderr):
         os.close(fd)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+ORPHAN_SCRIPT = """
+import os, sys
+from supervisor.spawn import Launch, fork_zygote
+z = fork_zygote()
+started = sys.argv[1] == "after-the-task-started"
+# A task that writes nothing, so only the parent-death signal can end it (a write to the
+# channel after the supervisor died would end it by SIGPIPE instead).
+argv = ["sh", "-c", "echo started; exec sleep 60"] if started else ["sleep", "60"]
+z.launch(Launch(kind="command", argv=argv, env={"PATH": "/usr/bin:/bin"}))
+if started:
+    assert os.read(z.from_task, 64) == b"started\\n"
+print(z.pid, flush=True)
+os._exit(0)  # the supervisor dies without stopping its task
+"""
+
+
+@pytest.mark.parametrize("moment", ["after-the-task-started", "right-after-the-launch"])
+def test_task_is_killed_when_its_supervisor_dies(moment):
+    result = subprocess.run(
+        [sys.executable, "-c", ORPHAN_SCRIPT, moment],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    task = int(result.stdout)
+    try:
+        pidfd = os.pidfd_open(task)
+    except ProcessLookupError:
+        return  # already gone and reaped: killed as required
+    try:
+        assert select.select([pidfd], [], [], WAIT)[0], "the task outlived its supervisor"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(task, signal.SIGKILL)  # never leave it behind, whatever the outcome
+        os.close(pidfd)
