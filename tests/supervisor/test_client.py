@@ -126,6 +126,19 @@ def test_workload_token_is_exchanged_on_run_and_run_context_decoded():
     assert client.token == "execution-token"
 
 
+def test_every_issued_token_is_handed_to_on_token_before_it_is_used():
+    seen: list[tuple[str, str]] = []
+    rec = Recorder(
+        ok({"key": "k", "value": "v"}, headers={"Refreshed-API-Token": "tok-1"}),
+        ok({"key": "k", "value": "v"}, headers={"Refreshed-API-Token": "tok-2"}),
+    )
+    client = client_for(rec, on_token=lambda token: seen.append((token, client.token)))
+    client.get_variable("k")
+    client.get_variable("k")
+    # Called with the new token while the old one is still current: masked before use.
+    assert seen == [("tok-1", "tok-0"), ("tok-2", "tok-1")]
+
+
 def test_refreshed_token_is_adopted_even_from_an_error_response():
     rec = Recorder(
         httpx.Response(404, json={"detail": "nope"}, headers={"Refreshed-API-Token": "tok-9"})

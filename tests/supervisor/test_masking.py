@@ -107,6 +107,14 @@ def test_secrets_added_while_other_threads_mask_are_all_masked_afterwards():
     assert set(masker.mask(text).split()) == {MASK}
 
 
+def test_a_token_is_masked_whole_and_its_signature_alone():
+    masker = Masker()
+    masker.add_token("eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJlLXBhcnQ")
+    assert masker.mask("Bearer eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJlLXBhcnQ") == f"Bearer {MASK}"
+    assert masker.mask("sig=c2lnbmF0dXJlLXBhcnQ") == f"sig={MASK}"
+    assert masker.mask("header eyJhbGciOi") == "header eyJhbGciOi"  # not secret by itself
+
+
 def test_hostile_deep_nesting_does_not_recurse_without_bound():
     value: object = "deep-secret-value"
     for _ in range(5000):
