@@ -231,6 +231,23 @@ def test_invalid_line_becomes_bad_line_with_the_id_when_readable(line, expected_
     assert after == m.Hello(protocol_version=1)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        # Not JSON (cut off), from an encoder that writes the id last.
+        b'{"type":"SetXCom","key":"k","value":{"id":5},"id":9,',
+        # Over-long, the request's own id beyond what was kept.
+        b'{"type":"SetXCom","key":"k","value":{"id":5,"pad":"' + b"p" * 200 + b'"},"id":9}',
+    ],
+    ids=["not-json", "over-long"],
+)
+def test_an_id_nested_inside_a_value_is_never_taken_for_the_request_id(line):
+    # Answering id 5 would hand an error to another request of the task.
+    (bad,) = decode_all(line + b"\n", max_line=100)
+    assert isinstance(bad, BadLine)
+    assert bad.id in (9, None)
+
+
 def test_missing_field_reason_names_the_field():
     (bad,) = decode_all(b'{"type":"GetConnection","id":1}\n')
     assert isinstance(bad, BadLine)
