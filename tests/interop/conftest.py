@@ -55,8 +55,8 @@ CONNECTION_PASSWORD = "s3cr3t-interop-pass"
 
 #: Life of the execution tokens Airflow issues on /run. Short, with no leeway, so any response
 #: carries a reissued token (Airflow reissues once <= 30 s are left) and a supervisor that does
-#: not adopt them is refused within seconds. Airflow's default is 600 s with 10 s leeway.
-EXECUTION_TOKEN_LIFETIME = 10
+#: not adopt them is refused within 20 s. Airflow's default is 600 s with 10 s leeway.
+EXECUTION_TOKEN_LIFETIME = 20
 
 INSTALL_TIMEOUT = 900
 HEALTH_TIMEOUT = 180  # the api-server answers after ~16 s on an idle 2-core machine
@@ -332,7 +332,7 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGTERM)
     try:
-        server.wait(timeout=20)
+        server.wait(timeout=3)  # a throw-away server: no need to wait for its slow shutdown
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
