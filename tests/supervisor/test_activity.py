@@ -134,6 +134,13 @@ def test_wrong_type_names_the_path_and_what_was_expected(data, path, expected):
     assert expected in str(error)
 
 
+def test_other_kind_is_refused_naming_the_kind_expected():
+    error = error_for(activity(kind="ExecuteCallback"))
+    assert error.field == "$.kind"
+    assert "'ExecuteCallback'" in str(error)
+    assert "ExecuteTask" in str(error)
+
+
 @pytest.mark.parametrize(
     "server", ["127.0.0.1:8080", "ftp://host/execution/", "http://", "", "execution"]
 )
