@@ -126,6 +126,7 @@ def _zygote_main(
         # Load the task runner (our code, not the task's) while the supervisor loads its
         # HTTP client on the other core; a command task's exec simply discards it.
         import sdk.runner  # noqa: F401
+
         launch = _read_launch(control)
         if launch is None:
             os._exit(0)

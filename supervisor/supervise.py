@@ -178,6 +178,7 @@ class Supervision:
         self.outbox = bytearray()
         self.to_task_open = True
         self.hello: Hello | None = None
+        self.request_ids = _RequestIds()
         self.context: TIRunContext | None = None
         self.terminal: TerminalRequest | None = None
         self.report: concurrent.futures.Future[None] | None = None
@@ -484,6 +485,12 @@ class Supervision:
             self._reply_error(
                 msg.id, ErrorCode.PROTOCOL_ERROR, "the task's first message must be Hello"
             )
+        elif not self.request_ids.first_use(msg.id):
+            self._reply_error(
+                msg.id,
+                ErrorCode.PROTOCOL_ERROR,
+                f"request id {msg.id} was already used in this try; the request was not run",
+            )
         elif isinstance(msg, _TERMINAL):
             self._on_terminal(msg)
         else:
@@ -708,6 +715,27 @@ def _task_environment(activity: Activity, run_as: RunAs | None) -> dict[str, str
         env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
     env.update(activity.env)
     return env
+
+
+class _RequestIds:
+    """The request ids a task used: a replayed request is refused, never run twice.
+
+    Compact for well-behaved tasks: ids ``1..floor`` are all used, the set holds the rest.
+    """
+
+    def __init__(self) -> None:
+        self._floor = 0
+        self._above: set[int] = set()
+
+    def first_use(self, rid: int) -> bool:
+        """Record ``rid``; False if it was used before."""
+        if 0 < rid <= self._floor or rid in self._above:
+            return False
+        self._above.add(rid)
+        while self._floor + 1 in self._above:
+            self._floor += 1
+            self._above.remove(self._floor)
+        return True
 
 
 class _SignalPipe:

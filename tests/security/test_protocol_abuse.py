@@ -1,0 +1,126 @@
+"""Property 6: a task that abuses the channel gets a clear error and changes nothing.
+
+``tasks/raw_channel.py`` writes raw lines (no SDK) and records every answer. Each abuse is
+answered with ``PROTOCOL_ERROR`` (or, when its line has no readable id, a log record), and
+the server is checked afterwards: the other task instance and this one's XComs are as they
+were.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from security_harness import (
+    RAW_TASK,
+    dir_for,
+    log_records,
+    reference_server,  # noqa: F401 (the server fixture)
+    supervise,
+)
+
+from apiserver.testing import ReferenceServer
+
+MAX_LINE = 4096
+
+
+def line(**fields: Any) -> str:
+    return json.dumps(fields)
+
+
+def step(text: str, wait: int | None = None, count: int = 1) -> dict[str, Any]:
+    return {"line": text, "await": wait, "count": count}
+
+
+def test_abusive_lines_are_refused_and_change_nothing(server: ReferenceServer) -> None:
+    admin = server.admin
+    admin.set_variable("abuse_var", "value")
+    b_id = admin.create_task_instance(dag_id="victim", task_id="b")
+    b = admin.get_task_instance(b_id)
+    admin.set_xcom(b.dag_id, b.run_id, b.task_id, key="b_value", value="original")
+    b_before = (b.state, b.hostname, b.pid, b.state_payload)
+    b_ti = {
+        "id": b_id,
+        "dag_id": b.dag_id,
+        "task_id": b.task_id,
+        "run_id": b.run_id,
+        "try_number": 1,
+        "map_index": -1,
+    }
+    as_b = {"dag_id": b.dag_id, "run_id": b.run_id, "task_id": b.task_id, "map_index": -1}
+    startup = {
+        "type": "StartupDetails",
+        "protocol_version": 1,
+        "ti": b_ti,
+        "start_date": "2026-01-01T00:00:00Z",
+        "entrypoint": "evil:main",
+    }
+    script = [
+        step(line(type="SetXCom", id=1, key="b_value", value="forged", **as_b), 1),
+        step(line(type="DeleteXCom", id=2, key="b_value", **as_b), 2),
+        step(line(type="SucceedTask", id=3, ti_id=b_id), 3),
+        step(line(type="TaskState", id=4, state="failed", ti=b_ti), 4),
+        step(line(**startup, id=5), 5),
+        step(line(**startup)),
+        step(line(type="ErrorResponse", id=6, error="PERMISSION_DENIED", detail={}), 6),
+        step(line(type="OKResponse", id=7), 7),
+        step(line(type="SetXCom", id=8, key="replayed", value=1), 8),
+        step(line(type="SetXCom", id=8, key="replayed", value=2), 8),
+        step(line(type="SetXCom", id=9, key="twin", value="first")),
+        step(line(type="SetXCom", id=9, key="twin", value="second"), 9, count=2),
+        step(line(type="SetXCom", id=10, key="huge", value="x" * 2 * MAX_LINE), 10),
+        step(line(type="SetXCom", key="huge2", value="x" * 2 * MAX_LINE, id=11)),
+        step(line(type="Cancel", reason="the task says so")),
+        step(line(type="Hello", protocol_version=1)),
+        step(line(type="GetVariable", id=12, key="abuse_var"), 12),
+        step(line(type="SucceedTask", id=13), 13),
+    ]
+    out = dir_for(None) / "answers.jsonl"
+    a_id, activity = server.create_task(
+        command=[sys.executable, RAW_TASK],
+        env={"RAW_SCRIPT": json.dumps(script), "RAW_OUT": str(out)},
+    )
+    result = supervise(activity, options=["--max-line", str(MAX_LINE)])
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(text) for text in out.read_text().splitlines()]
+    assert answers[0]["type"] == "StartupDetails"
+    assert answers[0]["ti"]["id"] == a_id
+    by_id: dict[int, list[dict[str, Any]]] = {}
+    for answer in answers[1:]:
+        by_id.setdefault(answer["id"], []).append(answer)
+
+    def refused(rid: int) -> str:
+        (answer,) = by_id[rid]
+        assert answer["type"] == "ErrorResponse", answer
+        assert answer["error"] == "PROTOCOL_ERROR", answer
+        message: str = answer["detail"]["message"]
+        return message
+
+    for rid, field in ((1, "dag_id"), (2, "dag_id"), (3, "ti_id"), (4, "ti")):
+        assert f"unknown field `{field}`" in refused(rid), rid
+    for rid in (5, 6, 7):
+        assert refused(rid)  # not something a task may send
+    assert by_id[8][0] == {"type": "OKResponse", "id": 8}
+    assert "request id 8 was already used" in by_id[8][1]["detail"]["message"]
+    assert sorted(a["type"] for a in by_id[9]) == ["ErrorResponse", "OKResponse"]
+    assert refused(10) == f"line longer than the limit of {MAX_LINE} bytes"
+    assert 11 not in by_id  # its id is beyond the first 4 KiB: no answer, a log record
+    assert by_id[12] == [{"type": "VariableResult", "id": 12, "key": "abuse_var", "value": "value"}]
+    assert by_id[13] == [{"type": "OKResponse", "id": 13}]
+
+    # Nothing changed on the server but what the task may do as itself.
+    b_after = admin.get_task_instance(b_id)
+    assert (b_after.state, b_after.hostname, b_after.pid, b_after.state_payload) == b_before
+    assert admin.xcoms_of(b_id) == {"b_value": "original"}
+    assert admin.xcoms_of(a_id) == {"replayed": 1, "twin": "first"}
+    assert admin.get_task_instance(a_id).state == "success"
+
+    records = log_records(Path(server.workdir / "logs" / f"{a_id}.log"))
+    errors = [r["event"] for r in records if r["logger"] == "supervisor" and r["level"] == "error"]
+    protocol_errors = [e for e in errors if e.startswith("Protocol error from the task")]
+    # Every refused line is logged: 1-7, 10, 11, the id-less StartupDetails and Cancel, and
+    # the second Hello; the replays (8, 9) are answered only.
+    assert len(protocol_errors) == 12, errors
+    assert "Protocol error from the task: a second Hello" in errors
