@@ -71,6 +71,13 @@ def test_fields_cannot_forge_the_standard_keys(log):
     assert record["extra"] == "kept"
 
 
+def test_nothing_the_task_supplies_reaches_the_file_unmasked(log):
+    # A task's Log message controls the logger name and the field names too.
+    log.record("hunter22.logger", "info", "e", {"key hunter22": {"hunter22": "hunter22"}})
+    log.flush()
+    assert "hunter22" not in Path(log.path).read_text("utf-8")
+
+
 def test_captured_lines_are_records_with_the_stream_logger(log):
     log.lines("task.stdout", "info", ["one", "two"])
     records = read_records(log)
