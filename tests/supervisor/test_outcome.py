@@ -187,6 +187,13 @@ def test_exit_status_wording(status, words):
     assert status.describe().startswith(words)
 
 
+@pytest.mark.parametrize("terminal", [None, SKIPPED], ids=["no-terminal", "skipped"])
+def test_a_signal_without_a_name_still_gives_an_outcome(terminal):
+    status = ExitStatus(signal=signal.SIGRTMIN + 6)
+    outcome = decide(terminal, status, None, should_retry=False)
+    assert (outcome.state, outcome.exit_code) == ("failed", ExitCode.FAILED)
+
+
 def test_only_a_known_exit_0_is_clean():
     assert ExitStatus(code=0).clean
     assert not ExitStatus(code=1).clean

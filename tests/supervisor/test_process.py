@@ -123,6 +123,16 @@ def test_signal_group_reaches_the_process_and_its_status_names_the_signal(proces
     assert not status.clean
 
 
+def test_death_by_a_real_time_signal_is_described_not_raised(processes):
+    rt_signal = signal.SIGRTMIN + 6  # no name in signal.Signals
+    proc = TaskProcess(spawn(f"import os; os.kill(os.getpid(), {int(rt_signal)})"))
+    processes.append(proc)
+    assert readable(proc.pidfd)
+    status = proc.poll()
+    assert status == ExitStatus(signal=int(rt_signal))
+    assert str(int(rt_signal)) in status.describe() or "SIGRTMIN+6" in status.describe()
+
+
 def test_signal_group_reaches_a_grandchild_in_the_same_group(processes):
     out_r, out_w = os.pipe()
     code = (
