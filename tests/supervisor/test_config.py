@@ -63,6 +63,14 @@ def test_bad_value_names_the_variable_and_what_was_expected(name, value, expecte
     assert expected in str(info.value)
 
 
+@pytest.mark.parametrize("value", ["inf", "Infinity", "1e999"])
+def test_infinite_durations_are_refused(value):
+    # threading.Event.wait(inf) raises OverflowError: the heartbeat thread would die silently.
+    with pytest.raises(ValueError) as info:
+        SupervisorConfig.from_env({"TASKVISOR_HEARTBEAT_INTERVAL": value})
+    assert "TASKVISOR_HEARTBEAT_INTERVAL" in str(info.value)
+
+
 def test_overrides_change_only_the_given_settings():
     config = SupervisorConfig().with_overrides(heartbeat_interval=1.0, kill_grace=None)
     assert config.heartbeat_interval == 1.0
