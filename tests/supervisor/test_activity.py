@@ -9,6 +9,8 @@ import pwd
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from supervisor.activity import Activity, parse_activity, resolve_run_as
 from supervisor.errors import ActivityError
@@ -301,3 +303,45 @@ def test_describe_never_includes_the_token_or_context():
     assert VALID["token"] not in text
     assert "s3cr3t-value" not in text
     assert described["dag_id"] == "dag"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    where=st.sampled_from(["top", "ti", "context"]),
+    key=st.sampled_from([*VALID, *VALID["ti"], "command", "env", "timeout", "context", "x"]),
+    value=json_values,
+)
+def test_any_mutation_of_a_valid_activity_is_accepted_or_refused_as_an_activity_error(
+    where, key, value
+):
+    data = activity()
+    if where == "top":
+        data[key] = value
+    elif where == "ti":
+        data["ti"][key] = value
+    else:
+        data["context"] = {key: value}
+    error: ActivityError | None = None
+    try:
+        parse_activity(json.dumps(data).encode())
+    except ActivityError as exc:  # anything else escapes and fails the test
+        error = exc
+    if error is not None:
+        assert error.field.startswith("$")
+        assert str(error).startswith(f"activity {error.field}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=200))
+def test_arbitrary_bytes_are_refused_as_an_activity_error(raw):
+    with pytest.raises(ActivityError):
+        parse_activity(raw)
