@@ -134,6 +134,9 @@ def _check(activity: Activity) -> None:
         raise ActivityError(
             "$.command", "must be a non-empty list: the program, then its arguments"
         )
+    for i, arg in enumerate(activity.command or ()):
+        if activity.token in arg:
+            raise ActivityError(f"$.command[{i}]", "holds the token, which never reaches the task")
     if activity.timeout is not None and not activity.timeout > 0:
         raise ActivityError(
             "$.timeout", f"got {activity.timeout!r}; expected a number of seconds > 0"
@@ -153,6 +156,8 @@ def _check(activity: Activity) -> None:
             raise ActivityError(
                 f"$.env.{name}", "expected a variable name of letters, digits and _"
             )
+        if activity.token in value:
+            raise ActivityError(f"$.env.{name}", "holds the token, which never reaches the task")
     if activity.context is not None:
         _check_context(activity.context)
 

@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,8 +68,10 @@ def supervise(
     stdin: bytes | None = None,
     user: pwd.struct_passwd | None = None,
     options: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``supervise [options] activity`` to its end; ``user`` runs it unprivileged."""
+    """Run ``supervise [options] activity`` to its end; ``user`` runs it unprivileged;
+    ``env`` is added to supervise's own environment."""
     if user is None:
         command = [sys.executable, "-m", "supervisor"]
     else:
@@ -82,6 +84,7 @@ def supervise(
         cwd=ROOT,
         timeout=RUN_TIMEOUT,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 

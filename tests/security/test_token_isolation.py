@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -231,3 +232,74 @@ def test_tokens_stolen_from_supervisor_memory_are_masked_in_the_log(
     records = log_records(Path(server.workdir / "logs" / f"{ti_id}.log"))
     printed = [r["event"] for r in records if r["event"].startswith("stolen token: ")]
     assert printed == ["stolen token: ***"] * stolen
+
+
+def test_an_activity_that_would_hand_the_token_to_the_task_is_refused(
+    server: ReferenceServer,
+) -> None:
+    for field, where in (("env", "$.env.LEAK"), ("command", "$.command[1]")):
+        ti_id, activity = server.create_task(command=["sh", "-c", "true"])
+        document = json.loads(activity.read_bytes())
+        if field == "env":
+            document["env"] = {"LEAK": f"Bearer {document['token']}"}
+        else:
+            document["command"] = ["sh", document["token"]]
+        activity.write_text(json.dumps(document))
+        result = supervise(activity)
+        assert result.returncode == 2
+        assert f"{where}: holds the token, which never reaches the task" in result.stderr
+        assert document["token"] not in result.stderr
+        assert server.admin.get_task_instance(ti_id).state == "queued"
+
+
+#: A command task that keeps its whole environment, then ends the try properly.
+ENV_DUMP = """
+import os, sys
+with open(os.environ["PROBE_OUT"] + "/proc_environ.bin", "wb") as f:
+    f.write(open("/proc/self/environ", "rb").read())
+sys.stdin.readline()
+print('{"type":"Hello","protocol_version":1}', flush=True)
+print('{"type":"SucceedTask","id":1}', flush=True)
+sys.stdin.readline()
+"""
+
+#: What an executor's environment may hold besides supervise's settings.
+SUPERVISOR_SECRETS = {
+    "TASKVISOR_API_NOTE": "supervisor-setting-31415",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-signing-secret-27182",
+}
+
+
+def test_supervisors_own_secrets_are_not_in_a_command_tasks_environment(
+    server: ReferenceServer, out: Path
+) -> None:
+    _ti_id, activity = server.create_task(
+        command=[sys.executable, "-c", ENV_DUMP], env={"PROBE_OUT": str(out)}
+    )
+    token = token_of(activity)
+    result = supervise(activity, env={**SUPERVISOR_SECRETS, "EXECUTOR_NOTE": f"t={token}"})
+    assert result.returncode == 0, result.stderr
+    environ = (out / "proc_environ.bin").read_bytes()
+    assert b"PROBE_OUT=" in environ  # the activity's env arrived
+    for name, value in SUPERVISOR_SECRETS.items():
+        assert value.encode() not in environ, name
+    assert b"EXECUTOR_NOTE" not in environ
+    assert search(environ, token) == []
+
+
+def test_a_forked_python_task_still_sees_the_supervisors_start_up_environment(
+    server: ReferenceServer, out: Path
+) -> None:
+    # A Python task is a fork of supervise: os.environ is rebuilt without the supervisor's
+    # secrets, but the kernel's copy (/proc/self/environ, the stack) is supervise's own
+    # start-up environment. docs/security.md says so: give supervise no secrets through its
+    # environment. If this changes, update the docs.
+    _ti_id, activity = server.create_task(
+        entrypoint=f"{PROBE}:token_hunt", env={"PROBE_OUT": str(out), "PROBE_CANARY": CANARY}
+    )
+    result = supervise(activity, env=SUPERVISOR_SECRETS)
+    assert result.returncode == 0, result.stderr
+    ev = Evidence(out)
+    for name, value in SUPERVISOR_SECRETS.items():
+        assert value.encode() not in ev.read("environ"), name
+        assert value.encode() in ev.read("proc_environ"), name
