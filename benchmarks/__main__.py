@@ -1,0 +1,92 @@
+"""``python -m benchmarks``: measure taskvisor against its floors (and Airflow), print a table.
+
+Options: ``--quick`` (fewer and smaller runs), ``--peer airflow`` (also run the trivial task
+through Airflow 3.3's own supervisor and ours against one Airflow api-server), ``--only``
+(some benchmarks), ``--out`` (the JSON file; default ``benchmarks/results/latest.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.cases import CASES, Plan, measure_floors
+from benchmarks.harness import BENCH_DIR, Bench
+from benchmarks.machine import describe_machine
+from benchmarks.report import Row, render, write_json
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="fewer, smaller runs (about 1 minute)")
+    p.add_argument("--peer", choices=["airflow"], help="also measure Airflow 3.3's supervisor")
+    p.add_argument("--peer-runs", type=int, default=None, help="runs per side with --peer")
+    p.add_argument(
+        "--only",
+        type=lambda s: s.split(","),
+        default=None,
+        metavar="NAME[,NAME]",
+        help=f"run only these benchmarks: {', '.join(CASES)} (floors always run)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=BENCH_DIR / "results" / "latest.json",
+        help="where to write the JSON results",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; print the table; write the JSON. Exit 0 even if a target is unmet."""
+    args = _parser().parse_args(argv)
+    names = args.only or list(CASES)
+    unknown = set(names) - set(CASES)
+    if unknown:
+        _parser().error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    plan = Plan.quick() if args.quick else Plan.full()
+    command = shlex.join(
+        ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]
+    )
+    machine = describe_machine()
+    started = time.monotonic()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="taskvisor-bench-") as tmp, Bench(Path(tmp)) as bench:
+        _progress("floors")
+        fl = measure_floors(bench, plan)
+        for name in names:
+            _progress(name)
+            rows += CASES[name](bench, plan, fl)
+    if args.peer == "airflow":
+        from benchmarks.peer_airflow import compare_with_airflow
+
+        _progress("peer: airflow")
+        runs = args.peer_runs or (2 if args.quick else 5)
+        rows += compare_with_airflow(runs)
+    table = render(machine, rows, command)
+    print(table)
+    write_json(
+        args.out,
+        {
+            "command": command,
+            "machine": machine,
+            "seconds": round(time.monotonic() - started, 1),
+            "floors": {k: v.as_dict() for k, v in fl.items()},
+            "rows": [r.as_dict() for r in rows],
+            "table": table,
+        },
+    )
+    _progress(f"done in {time.monotonic() - started:.0f} s; JSON in {args.out}")
+    return 0
+
+
+def _progress(text: str) -> None:
+    print(f"[benchmarks] {text}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
