@@ -72,11 +72,12 @@ class TaskLog:
             "timestamp": timestamp or utc_timestamp(),
             "level": level,
             "event": self.masker.mask(event),
-            "logger": logger,
+            "logger": self.masker.mask(logger),
         }
         for key, value in (fields or {}).items():
             if key not in body:
-                body[key] = self.masker.mask_value(value)
+                # Names are the task's text too: a secret may sit in a field or logger name.
+                body[self.masker.mask(key)] = self.masker.mask_value(value)
         data = self._encoder.encode(body) + b"\n"
         with self._lock:
             self._file.write(data)

@@ -77,6 +77,10 @@ def test_each_output_path_shows_the_mask(
     (structured,) = [r for r in records if r["event"] == f"structured {name}=***"]
     assert structured["value"] == "***"
     assert structured["nested"] == {"list": ["***"]}
+    (keyed,) = [r for r in records if r["event"] == f"keyed {name}"]
+    assert keyed["key-***"] == "in the field name"
+    (stdlib,) = [r for r in records if r["event"] == f"via logging {name}"]
+    assert stdlib["logger"] == "lg.***"
 
 
 def test_exception_message_and_traceback_are_masked(

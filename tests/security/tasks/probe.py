@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import re
 import select
@@ -247,6 +248,8 @@ def leaks_every_secret() -> None:
         sys.stderr.write(f"stderr {name}={value}\n")
         sys.stderr.flush()
         log.info(f"structured {name}={value}", value=value, nested={"list": [value]})
+        log.info(f"keyed {name}", **{f"key-{value}": "in the field name"})
+        logging.getLogger(f"lg.{value}").warning(f"via logging {name}")
         # One line in two write() calls, split in the middle of the secret.
         assert value is not None
         half = len(value) // 2
