@@ -9,8 +9,8 @@ so the tests never re-implement Airflow:
 * ``queue``  create a dag run and put some of its task instances into ``queued``, then build
              each one's ``ExecuteTask`` workload (token minted by Airflow's ``JWTGenerator``,
              configured exactly like an executor's);
-* ``resume`` fire a deferred task instance's trigger (the triggerer's code) and queue it
-             again (the scheduler's part);
+* ``resume`` run a deferred task instance's trigger to its first event as the triggerer
+             does, submit the event, and queue the task instance again (the scheduler's part);
 * ``mint``   sign a token for a task instance with a chosen scope and lifetime;
 * ``tis``    read task instances back from Airflow's database (state, heartbeat, pid, ...).
 
@@ -22,6 +22,7 @@ Usage: ``python airflow_side.py <command> '<json args>'`` prints one JSON result
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import io
@@ -109,27 +110,36 @@ def queue(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def resume(args: dict[str, Any]) -> dict[str, Any]:
-    """Fire the trigger of deferred TI ``args["id"]`` with ``args["payload"]``, queue it again.
+    """Run the trigger deferred TI ``args["id"]`` waits on, as Airflow's triggerer; re-queue it.
 
-    The triggerer's part (``Trigger.submit_event``) and the scheduler's (queue the now
-    scheduled TI, same try). Returns the new workload.
+    The trigger is built from its stored row as ``TriggerRunner.create_triggers`` does
+    (classpath + decrypted, decoded kwargs), its first event is submitted with
+    ``Trigger.submit_event``, and the now scheduled TI is queued again (same try), as the
+    scheduler would. Returns the trigger's repr and the new workload.
     """
+    from airflow._shared.module_loading import import_string
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import Trigger
-    from airflow.triggers.base import TriggerEvent
+    from airflow.serialization.decoders import smart_decode_trigger_kwargs
     from airflow.utils.session import create_session
 
     with create_session() as session:
         ti = session.get(TaskInstance, uuid.UUID(args["id"]))
         if ti is None or ti.trigger_id is None:
             raise LookupError(f"task instance {args['id']} is not waiting on a trigger")
-        Trigger.submit_event(ti.trigger_id, TriggerEvent(payload=args["payload"]), session=session)
+        row = session.get(Trigger, ti.trigger_id)
+        # What TriggerRunner.create_triggers does with a trigger row.
+        stored = Trigger._decrypt_kwargs(row.encrypted_kwargs)
+        kwargs = {key: smart_decode_trigger_kwargs(value) for key, value in stored.items()}
+        trigger = import_string(row.classpath)(**kwargs)
+        event = asyncio.run(asyncio.wait_for(anext(aiter(trigger.run())), timeout=30))
+        Trigger.submit_event(row.id, event, session=session)
         session.refresh(ti)
         if ti.state != "scheduled":
             raise RuntimeError(f"the trigger event left the TI {ti.state}, not scheduled")
         _queue_ti(ti, dt.datetime.now(dt.UTC))
         session.flush()
-        return {"workload": _workload(ti)}
+        return {"trigger": repr(trigger), "workload": _workload(ti)}
 
 
 def mint(args: dict[str, Any]) -> dict[str, Any]:

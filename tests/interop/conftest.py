@@ -246,9 +246,9 @@ class Airflow:
         result = self.side.call("queue", dag_id=DAG_ID, run_id=run_id, tasks=tasks)
         return {task_id: Workload(raw) for task_id, raw in result["workloads"].items()}
 
-    def resume(self, workload: Workload, payload: Any) -> Workload:
-        """Fire the trigger a deferred task waits on, as Airflow's triggerer; queue it again."""
-        return Workload(self.side.call("resume", id=workload.id, payload=payload)["workload"])
+    def resume(self, workload: Workload) -> Workload:
+        """Run the trigger a deferred task waits on, as Airflow's triggerer; queue it again."""
+        return Workload(self.side.call("resume", id=workload.id)["workload"])
 
     def mint(self, workload: Workload, scope: str, valid_for: float) -> str:
         """A token for this task instance, signed by Airflow's generator, of this scope and life."""

@@ -50,11 +50,15 @@ def reschedules() -> None:
 
 
 def defers_then_resumes(context: Context) -> Any:
-    """Defer on the first run; when resumed, return what the resumed run was given."""
+    """Defer to Airflow's ``TimeDeltaTrigger``; once resumed, return what the resumption got."""
     if context.next_method is None:
         raise Defer(
             "airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
-            trigger_kwargs={"delta": 60.0},
+            # Airflow's triggerer serde-decodes trigger kwargs: a timedelta must be sent in
+            # serde's shape, plain JSON numbers are passed through as they are.
+            trigger_kwargs={
+                "delta": {"__classname__": "datetime.timedelta", "__version__": 2, "__data__": 0.0}
+            },
             method_name="after_wait",
             kwargs={"started": context.start_date.isoformat()},
         )

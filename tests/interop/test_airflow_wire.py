@@ -247,7 +247,10 @@ STATE_PAYLOADS: dict[str, Callable[[], TIStateUpdate]] = {
     ),
     "deferred": lambda: TIDeferredStatePayload(
         classpath="airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
-        trigger_kwargs={"delta": 60.0},
+        # serde's shape of timedelta(minutes=1): what Airflow's triggerer decodes
+        trigger_kwargs={
+            "delta": {"__classname__": "datetime.timedelta", "__version__": 2, "__data__": 60.0}
+        },
         trigger_timeout=dt.timedelta(minutes=10),
         next_method="execute_complete",
     ),
