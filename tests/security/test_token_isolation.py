@@ -120,9 +120,11 @@ def test_unprivileged_same_user_task_cannot_read_the_non_dumpable_supervisor(
     errors = ev.report["errors"]
     assert errors["supervisor_environ"] == "EACCES"
     assert errors["supervisor_mem"] == "EACCES"
+    assert ev.report["supervisor_ptrace"] == "EPERM"
     # Control: a dumpable process of the same user is open to the task.
     assert ev.report["peer_mem_opens"] is True
     assert "peer_environ" in ev.names()
+    assert ev.report["peer_ptrace"] == "attached"
     assert "supervisor_mem" not in ev.names()
     # What is left readable holds no token: the command line says "-".
     assert ev.read("supervisor_cmdline").split(b"\0")[-2:] == [b"-", b""]
@@ -153,6 +155,7 @@ def test_run_as_task_finds_the_token_nowhere(server: ReferenceServer, out: Path)
     errors = ev.report["errors"]
     for location in ("supervisor_environ", "supervisor_mem", "activity_0"):
         assert errors[location] == "EACCES", location
+    assert ev.report["supervisor_ptrace"] == "EPERM"
     assert ev.findings(token, ev.names()) == {}
     assert server.admin.get_task_instance(ti_id).state == "success"
     shutil.rmtree(shared)

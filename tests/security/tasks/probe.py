@@ -31,6 +31,7 @@ from sdk import Variable, XCom
 #: Read at most this much from one fd or file.
 _READ_LIMIT = 16 * 1024 * 1024
 _PR_SET_DUMPABLE = 4
+_PTRACE_SEIZE = 0x4206
 _JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{20,}")
 
 
@@ -117,6 +118,8 @@ def token_hunt() -> dict[str, Any]:
     ev.read_file("supervisor_environ", f"/proc/{ppid}/environ")
     cmdline = ev.read_file("supervisor_cmdline", f"/proc/{ppid}/cmdline")
     ev.read_memory("supervisor_mem", ppid)
+    if os.getuid() != 0:  # root may attach to anything: nothing to learn, and it would stick
+        ev.report["supervisor_ptrace"] = _seize(int(ppid))
     _peer_control(ev)
     # The activity file: named on the supervisor's command line, or known to the attacker.
     candidates = [os.environ.get("PROBE_ACTIVITY", "")]
@@ -144,9 +147,18 @@ def _peer_control(ev: Evidence) -> None:
                 ev.report["peer_mem_opens"] = True
         except OSError as exc:
             ev.refused("peer_mem", exc)
+        ev.report["peer_ptrace"] = _seize(pid)  # released when the peer exits
     finally:
         os.close(w)
         os.waitpid(pid, 0)
+
+
+def _seize(pid: int) -> str:
+    """Attach to ``pid`` with ``PTRACE_SEIZE`` (it keeps running): "attached" or the errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.ptrace(_PTRACE_SEIZE, pid, None, None) == 0:
+        return "attached"
+    return errno.errorcode.get(ctypes.get_errno(), "?")
 
 
 def _read_fds(ev: Evidence) -> dict[str, str]:
