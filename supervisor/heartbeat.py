@@ -68,7 +68,11 @@ class Heartbeat:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
+        # A fixed schedule: a slow answer delays only its own beat, not every later one by
+        # a whole interval. Beats missed while one was in flight are skipped, not bunched.
+        due = time.monotonic() + self._interval
+        while not self._stopped.wait(max(0.0, due - time.monotonic())):
+            due = max(due + self._interval, time.monotonic())
             try:
                 self._client.heartbeat(self._ti_id, self._info)
             except (NotFound, Conflict, Gone) as exc:

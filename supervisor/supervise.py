@@ -508,6 +508,9 @@ class Supervision:
         except Exception as exc:  # the relay maps API errors itself; this is a supervisor bug
             detail: dict[str, Any] = {"message": f"supervisor error: {exc!r}"}
             response = ErrorResponse(id=rid, error=ErrorCode.GENERIC_ERROR, detail=detail)
+        if isinstance(response, ErrorResponse) and response.error is ErrorCode.API_UNREACHABLE:
+            # Each retry is logged as it happens; the give-up (with its attempt count) too.
+            self.log.supervisor("error", "Execution API call failed; giving up", **response.detail)
         self.inbox.post(lambda: self._send(response))
 
     def _on_hello(self, hello: Hello) -> None:

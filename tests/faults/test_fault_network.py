@@ -71,6 +71,9 @@ def test_9_5xx_bursts_and_dropped_connections_are_retried_4xx_never_attempts_bou
     (down,) = [k for k in attempts if k[1].endswith("/variables/always_down")]
     assert 2 <= attempts[down] <= 30
     assert f"failed after {attempts[down]} attempt(s)" in got["always_down"]
+    (gave_up,) = [r for r in t.log() if r["event"] == "Execution API call failed; giving up"]
+    assert gave_up["attempts"] == attempts[down]
+    assert "always_down" in gave_up["message"]
 
     # Every retry is in the task log, with its attempt number and wait.
     retries = [r for r in t.log() if r["event"] == "Execution API call failed; retrying"]

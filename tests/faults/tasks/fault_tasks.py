@@ -47,7 +47,7 @@ def wait_for_release() -> None:
     while not (_SCRATCH / "release").exists():
         if time.monotonic() > deadline:
             raise TimeoutError("the test never released this task")
-        time.sleep(0.02)
+        time.sleep(0.05)
 
 
 # --- tasks -------------------------------------------------------------------------------
