@@ -37,7 +37,7 @@ M = TypeVar("M")
 _encoder = msgspec.json.Encoder()
 # The id of a line we could not decode, so the sender still gets its one response. Searched
 # only near the start of the line: encoders put it there (ours right after "type").
-_ID_NEAR_START = re.compile(rb'"id"\s*:\s*(-?\d{1,18})')
+_ID_VALUE = re.compile(rb"\s*:\s*(-?\d{1,18})")
 _ID_SEARCH_WINDOW = 4096
 
 
@@ -156,8 +156,31 @@ class LineDecoder(Generic[M]):
 
 
 def _find_id(data: bytes | bytearray) -> int | None:
-    match = _ID_NEAR_START.search(data, 0, _ID_SEARCH_WINDOW)
-    return int(match.group(1)) if match else None
+    """The top-level ``"id"`` of a JSON object within the first bytes, ignoring nested ones."""
+    depth = 0
+    string_start = -1  # index after the opening quote while inside a string
+    escaped = False
+    end = min(len(data), _ID_SEARCH_WINDOW)
+    for i in range(end):
+        byte = data[i]
+        if string_start >= 0:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote: a top-level key "id" followed by a number?
+                if depth == 1 and data[string_start:i] == b"id":
+                    match = _ID_VALUE.match(data, i + 1, end)
+                    if match:
+                        return int(match.group(1))
+                string_start = -1
+        elif byte == 0x22:
+            string_start = i + 1
+        elif byte in b"{[":
+            depth += 1
+        elif byte in b"}]":
+            depth -= 1
+    return None
 
 
 def task_decoder(*, max_line: int = DEFAULT_MAX_LINE) -> LineDecoder[TaskMessage]:

@@ -99,6 +99,8 @@ def _validation_error(text: str) -> ActivityError:
     path = where.rstrip("`") if sep else "$"
     if not sep:
         message = text
+    if path == "$.kind":
+        message += "; expected 'ExecuteTask'"
     named = _NAMED_FIELD.match(message)
     if named:
         problem, field = named.groups()
@@ -113,6 +115,14 @@ _NAMED_FIELD = re.compile(r"^Object (contains unknown|missing required) field `(
 
 
 def _check(activity: Activity) -> None:
+    # A NUL byte cannot cross exec or open(): refuse it now, not after the server said go.
+    for path, value in (
+        ("$.entrypoint", activity.entrypoint),
+        ("$.log_path", activity.log_path),
+        *((f"$.command[{i}]", arg) for i, arg in enumerate(activity.command or ())),
+    ):
+        if value is not None and "\0" in value:
+            raise ActivityError(path, "contains a NUL byte")
     if not activity.token.strip():
         raise ActivityError("$.token", "must be a non-empty JWT")
     url = urlsplit(activity.server)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from typing import NoReturn
@@ -62,7 +63,7 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:  # also refuses NaN
+    if not (math.isfinite(value) and value > 0):  # refuses NaN and infinity too
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 
@@ -70,8 +71,21 @@ def _positive_float(text: str) -> float:
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the ``supervise`` console script."""
     args = _parser().parse_args(argv)
+    if argv is None:
+        _shed_signing_secrets()
     zygote = fork_zygote()  # first: before secrets, threads and HTTP clients exist here
     sys.exit(_supervise(args, zygote))
+
+
+def _shed_signing_secrets() -> None:
+    """Start again without environment variables named ``*JWT*`` (an executor's copy of the
+    server's signing secret, say): a forked Python task inherits this process's memory and
+    its kernel copy of the environment, so filtering the task's ``os.environ`` is not enough.
+    """
+    names = [name for name in os.environ if "JWT" in name.upper()]
+    if names and sys.executable:
+        env = {k: v for k, v in os.environ.items() if k not in names}
+        os.execve(sys.executable, sys.orig_argv, env)  # noqa: S606 - same program, same argv
 
 
 def _supervise(args: argparse.Namespace, zygote: object) -> int:

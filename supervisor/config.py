@@ -6,6 +6,7 @@ Each setting has a default, a ``supervise`` flag and an environment variable
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -61,6 +62,6 @@ def _number(name: str, text: str, *, integer: bool) -> float | int:
     except ValueError:
         kind = "an integer" if integer else "a number of seconds"
         raise ValueError(f"{name}={text!r}: expected {kind}") from None
-    if not value > 0:  # also refuses NaN
+    if not (math.isfinite(value) and value > 0):  # refuses NaN and infinity too
         raise ValueError(f"{name}={text!r}: expected a value > 0")
     return value

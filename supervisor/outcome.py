@@ -98,7 +98,9 @@ def decide(
             terminal.reason if isinstance(terminal, RetryTask) else None
         ) or f"task reported {state}"
         return Outcome(state, reason, _exit_code(state))
-    failed = "up_for_retry" if should_retry else "failed"
+    # An explicit Fail is never retried, whatever happens after it.
+    explicit_fail = isinstance(terminal, TaskState) and terminal.state == "failed"
+    failed = "up_for_retry" if should_retry and not explicit_fail else "failed"
     if stop is not None and stop is not StopReason.OVERTIME:
         return Outcome(failed, _STOP_WORDING[stop], ExitCode.FAILED)
     if terminal is not None:

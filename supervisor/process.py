@@ -1,10 +1,11 @@
 """The task's process tree: exit status from a pidfd, and the one way to stop it.
 
 Exit is decided from the process (``pidfd`` + ``waitpid``), never from pipe EOF. Stopping is
-one policy, :class:`KillPolicy`: SIGTERM to the whole process group, a grace period, SIGKILL
-to the group, then a sweep of every descendant that left the group. The supervisor is a child
-subreaper, so a descendant that escaped with ``setsid`` is re-parented to it and is still
-found, killed and reaped: :meth:`TaskProcess.reap_descendants` always waits.
+one policy, driven by the supervisor's loop (``Supervision._stop``): SIGTERM to the process
+group and every descendant, ``SupervisorConfig.kill_grace`` seconds, then
+:meth:`TaskProcess.reap_descendants`: SIGKILL to the group and every descendant, and wait.
+The supervisor is a child subreaper, so a descendant that escaped with ``setsid`` is
+re-parented to it and is still found, killed and reaped.
 """
 
 from __future__ import annotations
@@ -17,14 +18,7 @@ from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["ExitStatus", "KillPolicy", "TaskProcess"]
-
-
-@dataclass(frozen=True, slots=True)
-class KillPolicy:
-    """How a task is stopped: ``grace`` seconds between SIGTERM and SIGKILL."""
-
-    grace: float = 5.0
+__all__ = ["ExitStatus", "TaskProcess", "signal_name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +36,18 @@ class ExitStatus:
     def describe(self) -> str:
         """Human wording, e.g. ``exit code 3`` or ``killed by SIGKILL``."""
         if self.signal is not None:
-            return f"killed by {signal.Signals(self.signal).name}"
+            return f"killed by {signal_name(self.signal)}"
         if self.code is not None:
             return f"exit code {self.code}"
         return "unknown exit status (reaped by someone else)"
+
+
+def signal_name(signum: int) -> str:
+    """``SIGKILL`` for 9; ``signal 40`` for a number without a name (real-time signals)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 class TaskProcess:

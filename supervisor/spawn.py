@@ -102,11 +102,19 @@ def fork_zygote() -> Zygote:
     stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
     stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
     control_r, control_w = os.pipe2(os.O_CLOEXEC)
+    supervisor_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
         for fd in (to_task_w, from_task_r, stdout_r, stderr_r, control_w):
             os.close(fd)  # the supervisor's ends: holding them would hide EOF from us
-        _zygote_main(to_task_r, from_task_w, stdout_w, stderr_w, control_r)
+        _zygote_main(
+            supervisor_pid,
+            channel_in=to_task_r,
+            channel_out=from_task_w,
+            stdout=stdout_w,
+            stderr=stderr_w,
+            control=control_r,
+        )
     # Mirror the child's setpgid so a kill sent before the child ran still hits its group.
     with contextlib.suppress(PermissionError, ProcessLookupError):
         os.setpgid(pid, pid)  # fails if the child already exec'd or exited: fine
@@ -116,9 +124,16 @@ def fork_zygote() -> Zygote:
 
 
 def _zygote_main(
-    channel_in: int, channel_out: int, stdout: int, stderr: int, control: int
+    supervisor_pid: int,
+    *,
+    channel_in: int,
+    channel_out: int,
+    stdout: int,
+    stderr: int,
+    control: int,
 ) -> NoReturn:
     try:
+        _die_with(supervisor_pid)
         os.setpgid(0, 0)
         for sig in _RESET_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
@@ -130,7 +145,14 @@ def _zygote_main(
         launch = _read_launch(control)
         if launch is None:
             os._exit(0)
-        _become_task(launch, channel_in, channel_out, stdout, stderr)
+        _become_task(
+            supervisor_pid,
+            launch,
+            channel_in=channel_in,
+            channel_out=channel_out,
+            stdout=stdout,
+            stderr=stderr,
+        )
     except BaseException as exc:
         _last_words(stderr, f"taskvisor: could not start the task: {exc!r}\n")
         os._exit(LAUNCH_FAILED)
@@ -146,23 +168,33 @@ def _read_launch(control: int) -> Launch | None:
     return msgspec.json.decode(b"".join(chunks), type=Launch)
 
 
+def _die_with(supervisor_pid: int) -> None:
+    """SIGKILL this process when the supervisor dies; exit now if it already has."""
+    from supervisor._linux import set_parent_death_signal
+
+    set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != supervisor_pid:  # it died before the signal was armed
+        os._exit(LAUNCH_FAILED)
+
+
 def _become_task(
-    launch: Launch, channel_in: int, channel_out: int, stdout: int, stderr: int
+    supervisor_pid: int,
+    launch: Launch,
+    *,
+    channel_in: int,
+    channel_out: int,
+    stdout: int,
+    stderr: int,
 ) -> NoReturn:
     if launch.isolate_network:
         from supervisor import netns
 
         netns.enter_loopback_only_namespace()
-    # Imported while still privileged: the task's user may not be able to read this
-    # interpreter's files (a Python under /root).
-    from supervisor._linux import set_parent_death_signal
-
     if launch.uid is not None and launch.gid is not None:
         os.setgroups(launch.groups)
         os.setgid(launch.gid)
         os.setuid(launch.uid)
-    # After setuid: the kernel clears the parent-death signal on credential changes.
-    set_parent_death_signal(signal.SIGKILL)
+        _die_with(supervisor_pid)  # the kernel clears the parent-death signal on setuid
     os.dup2(channel_in, 0)
     os.dup2(channel_out, 1)
     os.dup2(stderr, 2)

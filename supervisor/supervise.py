@@ -74,6 +74,7 @@ __all__ = ["supervise"]
 _READ_SIZE = 256 * 1024
 _TERMINAL = (SucceedTask, RetryTask, TaskState, DeferTask, RescheduleTask)
 _DESCENDANT_POLL = 0.05
+_MAX_WAIT = 3600.0
 
 
 def supervise(
@@ -336,7 +337,8 @@ class Supervision:
             deadlines.append(time.monotonic() + _DESCENDANT_POLL)
         if not deadlines:
             return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        # epoll takes at most ~24 days; a far deadline is simply looked at again later.
+        return min(max(0.0, min(deadlines) - time.monotonic()), _MAX_WAIT)
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()

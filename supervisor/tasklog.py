@@ -123,8 +123,9 @@ class StreamReassembler:
         cut = data.rfind(b"\n")
         if cut < 0:
             if len(data) > MAX_PENDING_LINE:
-                self._emit(data)
-                data = b""
+                whole = _complete_utf8(data)  # never split a character between pieces
+                self._emit(data[:whole])
+                data = data[whole:]
             self._pending = data
             return
         self._pending = data[cut + 1 :]
@@ -139,3 +140,17 @@ class StreamReassembler:
     def _emit(self, data: bytes) -> None:
         text = self._log.masker.mask(data.decode("utf-8", errors="replace"))
         self._log.lines(self._logger, self._level, text.split("\n"))
+
+
+def _complete_utf8(data: bytes) -> int:
+    """Length of the longest prefix of ``data`` that does not end inside a UTF-8 character."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:  # a continuation byte: keep looking for the lead byte
+            continue
+        if byte >= 0xC0:  # a lead byte: is its character complete?
+            size = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            if size > back:
+                return len(data) - back
+        break
+    return len(data)
