@@ -290,19 +290,24 @@ def test_supervisors_own_secrets_are_not_in_a_command_tasks_environment(
     assert search(environ, token) == []
 
 
-def test_a_forked_python_task_still_sees_the_supervisors_start_up_environment(
+def test_a_forked_python_task_finds_no_signing_secret_of_supervises_environment(
     server: ReferenceServer, out: Path
 ) -> None:
-    # A Python task is a fork of supervise: os.environ is rebuilt without the supervisor's
-    # secrets, but the kernel's copy (/proc/self/environ, the stack) is supervise's own
-    # start-up environment. docs/security.md says so: give supervise no secrets through its
-    # environment. If this changes, update the docs.
-    _ti_id, activity = server.create_task(
+    # A Python task is a fork of supervise and inherits its memory, including the kernel's
+    # copy of the environment (/proc/self/environ, the stack): supervise starts again without
+    # *JWT* variables before it forks. Its own settings (TASKVISOR_*) are not secrets: they
+    # stay in that copy, out of os.environ.
+    ti_id, activity = server.create_task(
         entrypoint=f"{PROBE}:token_hunt", env={"PROBE_OUT": str(out), "PROBE_CANARY": CANARY}
     )
     result = supervise(activity, env=SUPERVISOR_SECRETS)
     assert result.returncode == 0, result.stderr
     ev = Evidence(out)
-    for name, value in SUPERVISOR_SECRETS.items():
-        assert value.encode() not in ev.read("environ"), name
-        assert value.encode() in ev.read("proc_environ"), name
+    assert_search_works(ev)
+    jwt_secret = SUPERVISOR_SECRETS["AIRFLOW__API_AUTH__JWT_SECRET"].encode()
+    for location in ("environ", "proc_environ", "self_mem"):
+        assert jwt_secret not in ev.read(location), location
+    setting = SUPERVISOR_SECRETS["TASKVISOR_API_NOTE"].encode()
+    assert setting not in ev.read("environ")
+    assert setting in ev.read("proc_environ")
+    assert server.admin.get_task_instance(ti_id).state == "success"
