@@ -6,11 +6,12 @@ so the tests never re-implement Airflow:
 * ``cli``    run Airflow CLI commands (``dags reserialize``, ``variables set``, ...) through
              Airflow's own CLI parser, all in this one interpreter (each ``airflow`` process
              costs seconds of imports);
-* ``queue``  create a dag run and put some of its task instances into ``queued``, then build
-             each one's ``ExecuteTask`` workload (token minted by Airflow's ``JWTGenerator``,
-             configured exactly like an executor's);
+* ``queue``  create a dag run, schedule some of its task instances (``DagRun.schedule_tis``)
+             and queue them, then build each one's ``ExecuteTask`` workload (token minted by
+             Airflow's ``JWTGenerator``, configured exactly like an executor's);
 * ``resume`` run a deferred task instance's trigger to its first event as the triggerer
              does, submit the event, and queue the task instance again (the scheduler's part);
+* ``retry``  schedule and queue the next try of an up_for_retry task instance;
 * ``mint``   sign a token for a task instance with a chosen scope and lifetime;
 * ``tis``    read task instances back from Airflow's database (state, heartbeat, pid, ...).
 
@@ -57,12 +58,34 @@ def _jwt_generator() -> Any:
     return LocalExecutor().jwt_generator
 
 
-def _queue_ti(ti: Any, now: dt.datetime) -> None:
-    """What the scheduler does to a task instance it hands to an executor."""
+def _schedule_and_queue(dag_run: Any, tis: list[Any], session: Any) -> None:
+    """What the scheduler does before handing task instances to an executor.
+
+    ``DagRun.schedule_tis`` (Airflow's own: state scheduled, ``try_number`` + 1 unless
+    resuming a reschedule), then the queueing step of ``_executable_task_instances_to_queued``.
+    """
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    dag = SerializedDagModel.get_dag(dag_run.dag_id, session=session)
+    # Setting ``task`` resets max_tries to the task's ``retries``; the tests' choice stands in.
+    max_tries = {ti.id: ti.max_tries for ti in tis}
+    for ti in tis:
+        ti.task = dag.get_task(ti.task_id)
+    dag_run.schedule_tis(tis, session=session)
+    for ti in tis:
+        session.refresh(ti)
+        ti.max_tries = max_tries[ti.id]
+        _queue_ti(ti)
+
+
+def _queue_ti(ti: Any) -> None:
+    """The scheduler's queueing step for one scheduled task instance."""
     from airflow.utils.state import TaskInstanceState
 
+    if ti.state != TaskInstanceState.SCHEDULED:
+        raise RuntimeError(f"{ti.task_id} is {ti.state}, not scheduled: cannot queue it")
     ti.state = TaskInstanceState.QUEUED
-    ti.queued_dttm = now
+    ti.queued_dttm = dt.datetime.now(dt.UTC)
 
 
 def _workload(ti: Any) -> dict[str, Any]:
@@ -101,10 +124,8 @@ def queue(args: dict[str, Any]) -> dict[str, Any]:
         )
         tis = {ti.task_id: ti for ti in dag_run.get_task_instances(session=session)}
         for task_id, spec in args["tasks"].items():
-            ti = tis[task_id]
-            ti.try_number += 1
-            ti.max_tries = spec.get("max_tries", 0)
-            _queue_ti(ti, now)
+            tis[task_id].max_tries = spec.get("max_tries", 0)
+        _schedule_and_queue(dag_run, [tis[task_id] for task_id in args["tasks"]], session)
         session.flush()
         return {"workloads": {task_id: _workload(tis[task_id]) for task_id in args["tasks"]}}
 
@@ -135,11 +156,36 @@ def resume(args: dict[str, Any]) -> dict[str, Any]:
         event = asyncio.run(asyncio.wait_for(anext(aiter(trigger.run())), timeout=30))
         Trigger.submit_event(row.id, event, session=session)
         session.refresh(ti)
-        if ti.state != "scheduled":
-            raise RuntimeError(f"the trigger event left the TI {ti.state}, not scheduled")
-        _queue_ti(ti, dt.datetime.now(dt.UTC))
+        _queue_ti(ti)  # resuming keeps the try: the scheduler only queues it
         session.flush()
         return {"trigger": repr(trigger), "workload": _workload(ti)}
+
+
+def retry(args: dict[str, Any]) -> dict[str, Any]:
+    """Schedule and queue the next try of an up_for_retry task instance, as the scheduler.
+
+    ``args`` names it by ``dag_id``, ``run_id``, ``task_id`` (and ``map_index``): when a try
+    ends up_for_retry Airflow moves it to the history and gives the task instance a new id.
+    Returns the new try's workload.
+    """
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalars(
+            select(TaskInstance).filter_by(
+                dag_id=args["dag_id"],
+                run_id=args["run_id"],
+                task_id=args["task_id"],
+                map_index=args.get("map_index", -1),
+            )
+        ).one()
+        if ti.state != "up_for_retry":
+            raise LookupError(f"{ti} is {ti.state}, not up_for_retry")
+        _schedule_and_queue(ti.get_dagrun(session=session), [ti], session)
+        session.flush()
+        return {"workload": _workload(ti)}
 
 
 def mint(args: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +225,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "cli": cli,
     "queue": queue,
     "resume": resume,
+    "retry": retry,
     "mint": mint,
     "tis": tis,
 }

@@ -250,6 +250,12 @@ class Airflow:
         """Run the trigger a deferred task waits on, as Airflow's triggerer; queue it again."""
         return Workload(self.side.call("resume", id=workload.id)["workload"])
 
+    def retry(self, workload: Workload) -> Workload:
+        """Schedule and queue the next try of an up_for_retry task, as Airflow's scheduler."""
+        ti = workload.ti
+        key = {k: ti[k] for k in ("dag_id", "run_id", "task_id", "map_index")}
+        return Workload(self.side.call("retry", **key)["workload"])
+
     def mint(self, workload: Workload, scope: str, valid_for: float) -> str:
         """A token for this task instance, signed by Airflow's generator, of this scope and life."""
         result = self.side.call("mint", id=workload.id, scope=scope, valid_for=valid_for)

@@ -39,6 +39,15 @@ def raises() -> None:
     raise RuntimeError("interop task failed on purpose")
 
 
+def fails_on_first_try(context: Context) -> dict[str, Any]:
+    """Push an XCom and fail on try 1; on a later try, report what try 1 left behind."""
+    left_behind = XCom.pull(task_id=context.task_id, key="partial", default=None)
+    XCom.push("partial", {"try": context.try_number})
+    if context.try_number == 1:
+        raise RuntimeError("first try fails on purpose")
+    return {"try": context.try_number, "left_behind": left_behind}
+
+
 def fails_for_good() -> None:
     """Fail without retry, whatever tries are left."""
     raise Fail("input is invalid; retrying cannot help")

@@ -243,6 +243,30 @@ def test_failure_with_tries_left_is_up_for_retry(airflow: Airflow, tmp_path: Pat
     assert (ti["state"], ti["max_tries"]) == ("up_for_retry", 2)
 
 
+def test_next_try_after_up_for_retry_starts_clean_and_succeeds(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    first_try = airflow.queue(work=1)["work"]
+    first = supervise(tmp_path, activity_for(airflow, first_try, entrypoint="fails_on_first_try"))
+    assert first.returncode == FAILED_OR_RETRY, first
+    assert airflow.rest_ti(first_try)["state"] == "up_for_retry"
+
+    second_try = airflow.retry(first_try)
+    result = supervise(tmp_path, activity_for(airflow, second_try, entrypoint="fails_on_first_try"))
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    assert second_try.id != first_try.id  # Airflow gives each try its own TI id (and token)
+    ti = airflow.rest_ti(second_try)
+    assert (ti["state"], ti["try_number"], ti["id"]) == ("success", 2, second_try.id)
+    # /run listed try 1's XComs in xcom_keys_to_clear; the supervisor cleared them first.
+    assert airflow.rest_xcom(second_try).json()["value"] == {"try": 2, "left_behind": None}
+    assert airflow.rest_xcom(second_try, key="partial").json()["value"] == {"try": 2}
+    # Both tries' logs stay readable in Airflow, each under its own attempt.
+    for try_number, marker in ((1, "Task reported up_for_retry"), (2, "Task reported success")):
+        events = " ".join(str(m["event"]) for m in airflow.rest_log(second_try, try_number))
+        assert marker in events, (try_number, events)
+
+
 def test_skip_is_skipped(airflow: Airflow, tmp_path: Path) -> None:
     workload = airflow.queue(work=1)["work"]
 
