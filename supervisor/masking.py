@@ -74,15 +74,34 @@ class Masker:
 
     def mask(self, text: str) -> str:
         """Return ``text`` with every registered secret replaced by ``***``."""
+        pattern = self._compiled()
+        return text if pattern is None else pattern.sub(MASK, text)
+
+    def safe_cut(self, text: str) -> int:
+        """Where ``text``, the start of a longer line, may be cut so that no secret is split:
+        the cut is before any secret it would cross and before the last characters that
+        could begin one continuing past the end of ``text``."""
+        pattern = self._compiled()
+        if pattern is None:
+            return len(text)
+        with self._lock:  # relay workers may be adding secrets
+            longest = max(map(len, self._secrets))
+        cut = max(0, len(text) - longest + 1)
+        for match in pattern.finditer(text, max(0, cut - longest)):
+            if match.start() < cut < match.end():
+                return match.start()
+        return cut
+
+    def _compiled(self) -> re.Pattern[str] | None:
         pattern = self._pattern
         if pattern is None:
             if not self._secrets:
-                return text
+                return None
             with self._lock:
                 # Longest first, so a secret containing another is replaced whole.
                 alternatives = sorted(self._secrets, key=len, reverse=True)
                 pattern = self._pattern = re.compile("|".join(map(re.escape, alternatives)))
-        return pattern.sub(MASK, text)
+        return pattern
 
     def mask_value(self, value: Any) -> Any:
         """Return a copy of a JSON-like value with secrets masked in every string."""

@@ -124,8 +124,10 @@ class StreamReassembler:
         if cut < 0:
             if len(data) > MAX_PENDING_LINE:
                 whole = _complete_utf8(data)  # never split a character between pieces
-                self._emit(data[:whole])
-                data = data[whole:]
+                text = data[:whole].decode("utf-8", errors="replace")
+                cut = self._log.masker.safe_cut(text)  # nor a secret
+                self._emit_text(text[:cut])
+                data = text[cut:].encode() + data[whole:]
             self._pending = data
             return
         self._pending = data[cut + 1 :]
@@ -138,8 +140,10 @@ class StreamReassembler:
             self._pending = b""
 
     def _emit(self, data: bytes) -> None:
-        text = self._log.masker.mask(data.decode("utf-8", errors="replace"))
-        self._log.lines(self._logger, self._level, text.split("\n"))
+        self._emit_text(data.decode("utf-8", errors="replace"))
+
+    def _emit_text(self, text: str) -> None:
+        self._log.lines(self._logger, self._level, self._log.masker.mask(text).split("\n"))
 
 
 def _complete_utf8(data: bytes) -> int:

@@ -21,6 +21,7 @@ from security_harness import (
 
 from apiserver.testing import ReferenceServer
 from supervisor.masking import MIN_SECRET_LENGTH
+from supervisor.tasklog import MAX_PENDING_LINE
 
 SECRETS = {
     "password": "conn-password-123",
@@ -101,3 +102,17 @@ def test_values_shorter_than_the_minimum_and_ordinary_values_are_not_masked(
     assert MIN_SECRET_LENGTH == 5  # docs/security.md states this number
     events = [r["event"] for r in records if r["logger"] == "task.stdout"]
     assert "not secret: plain=plain-value-000 short_password=abcd tiny=tiny" in events
+
+
+def test_a_secret_at_the_cut_of_an_over_long_line_is_masked(server: ReferenceServer) -> None:
+    # Lines longer than MAX_PENDING_LINE are written in pieces; no piece may end inside a
+    # secret. (The leaking task's fixture above created the connection and variables.)
+    server.admin.set_connection("sec_conn", "postgres", password=SECRETS["password"])
+    server.admin.set_variable("plain_setting", "plain-value-000")
+    ti_id, activity = server.create_task(entrypoint=f"{PROBE}:leaks_across_an_over_long_line")
+    result = supervise(activity)
+    assert result.returncode == 0, result.stderr
+    records = log_records(Path(server.workdir / "logs" / f"{ti_id}.log"))
+    for logger, filler in (("task.stdout", "x"), ("task.stderr", "y")):
+        text = "".join(r["event"] for r in records if r["logger"] == logger)
+        assert text == filler * MAX_PENDING_LINE + " *** end", logger

@@ -273,3 +273,19 @@ def leaks_every_secret() -> None:
         os.write(2, f"{value[half:]} end\n".encode())
     print(f"not secret: plain={plain} short_password={short.password} tiny=tiny", flush=True)
     raise RuntimeError(f"giving up with {conn.password} and {db_password}")
+
+
+def leaks_across_an_over_long_line() -> None:
+    """A line longer than the supervisor holds (written in pieces), a secret at the cut."""
+    from sdk import Connection
+    from supervisor.tasklog import MAX_PENDING_LINE
+
+    password = Connection.get("sec_conn").password
+    assert password is not None
+    half = len(password) // 2
+    os.write(1, b"x" * MAX_PENDING_LINE + f" {password[:half]}".encode())
+    Variable.get("plain_setting")  # a round trip: the supervisor has read the first part
+    os.write(1, f"{password[half:]} end\n".encode())
+    os.write(2, b"y" * MAX_PENDING_LINE + f" {password[:half]}".encode())
+    Variable.get("plain_setting")
+    os.write(2, f"{password[half:]} end\n".encode())
