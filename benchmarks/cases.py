@@ -23,7 +23,7 @@ from benchmarks.report import Row, row
 from benchmarks.stats import Stat, percentile
 from benchmarks.tasks import LOCAL_KEY, REMOTE_KEY
 
-__all__ = ["CASES", "Plan", "measure_floors"]
+__all__ = ["CASES", "Floors", "Plan"]
 
 MB = 1e6  # targets are in MB; KiB are converted with 1024 / 1e6 (stricter than MiB)
 SECRET = "bench-s3cret-password"  # masked in the log relay benchmark
@@ -88,38 +88,70 @@ def _us(samples_ns: list[int]) -> float:
     return percentile(samples_ns, 0.5) / 1000
 
 
-def measure_floors(bench: Bench, plan: Plan) -> dict[str, Any]:
-    """Every floor, measured now (before the benchmarks, on the same machine state)."""
-    runs = [floors.python_pass() for _ in range(plan.floor_runs + 1)][1:]
-    rss = [floors.python_pass_rss() for _ in range(3)]
-    fork = floors.in_fresh_process("fork", plan.floor_runs * 5)
-    rtt = [floors.in_fresh_process("pipe_rtt", 5000) for _ in range(3)]
-    notify = [floors.in_fresh_process("pipe_notify", plan.notifications) for _ in range(3)]
-    copy = [floors.in_fresh_process("pipe_copy", plan.log_lines) for _ in range(3)]
-    ti_id, _ = bench.server.create_task(entrypoint="unused:unused")
-    bench.server.admin.set_variable(REMOTE_KEY, "value")
-    token = bench.server.mint_token(ti_id)
-    http = [
-        floors.http_keepalive(bench.server.port, f"/execution/variables/{REMOTE_KEY}", token, 300)
-        for _ in range(3)
-    ]
-    return {
-        "python_pass": Stat.of([s * 1000 for s in runs], "ms"),
-        "python_pass_rss": Stat.of([kib * 1024 / MB for kib in rss], "MB"),
-        "fork": Stat.of([ns / 1e6 for ns in fork["ns"]], "ms"),
-        "pipe_rtt": Stat.of([_us(r["ns"]) for r in rtt], "µs"),
-        "pipe_notify": Stat.of([r["count"] / r["seconds"] for r in notify], "msg/s"),
-        "pipe_copy": Stat.of([r["count"] / r["seconds"] for r in copy], "lines/s"),
-        "http": Stat.of([_us(r["ns"]) / 1000 for r in http], "ms"),
-        # The least an idle supervisor must do: one HTTP request per 5 s heartbeat.
-        "idle_cpu": Stat.of([r["cpu_per_request"] / 5.0 * 100 for r in http], "%"),
-    }
+class Floors:
+    """The floors, each measured the first time a benchmark asks for it (so ``--only``
+    measures only what its rows show), on the same machine state as the rows."""
+
+    def __init__(self, bench: Bench, plan: Plan) -> None:
+        self._bench = bench
+        self._plan = plan
+        self.measured: dict[str, Stat] = {}
+
+    def __getitem__(self, name: str) -> Stat:
+        if name not in self.measured:
+            self.measured.update(getattr(self, f"_{name}")())
+        return self.measured[name]
+
+    def _python_pass(self) -> dict[str, Stat]:
+        runs = [floors.python_pass() for _ in range(self._plan.floor_runs + 1)][1:]
+        return {"python_pass": Stat.of([s * 1000 for s in runs], "ms")}
+
+    def _python_pass_rss(self) -> dict[str, Stat]:
+        rss = [floors.python_pass_rss() for _ in range(3)]
+        return {"python_pass_rss": Stat.of([kib * 1024 / MB for kib in rss], "MB")}
+
+    def _fork(self) -> dict[str, Stat]:
+        fork = floors.in_fresh_process("fork", self._plan.floor_runs * 5)
+        return {"fork": Stat.of([ns / 1e6 for ns in fork["ns"]], "ms")}
+
+    def _pipe_rtt(self) -> dict[str, Stat]:
+        rtt = [floors.in_fresh_process("pipe_rtt", 5000) for _ in range(3)]
+        return {"pipe_rtt": Stat.of([_us(r["ns"]) for r in rtt], "µs")}
+
+    def _pipe_notify(self) -> dict[str, Stat]:
+        n = self._plan.notifications
+        notify = [floors.in_fresh_process("pipe_notify", n) for _ in range(3)]
+        return {"pipe_notify": Stat.of([r["count"] / r["seconds"] for r in notify], "msg/s")}
+
+    def _pipe_copy(self) -> dict[str, Stat]:
+        copy = [floors.in_fresh_process("pipe_copy", self._plan.log_lines) for _ in range(3)]
+        return {"pipe_copy": Stat.of([r["count"] / r["seconds"] for r in copy], "lines/s")}
+
+    def _http(self) -> dict[str, Stat]:
+        server = self._bench.server
+        ti_id, _ = server.create_task(entrypoint="unused:unused")
+        server.admin.set_variable(REMOTE_KEY, "value")
+        path = f"/execution/variables/{REMOTE_KEY}"
+        http = [
+            floors.http_keepalive(server.port, path, server.mint_token(ti_id), 300)
+            for _ in range(3)
+        ]
+        return {
+            "http": Stat.of([_us(r["ns"]) / 1000 for r in http], "ms"),
+            # The least an idle supervisor must do: one HTTP request per 5 s heartbeat.
+            "idle_cpu": Stat.of([r["cpu_per_request"] / 5.0 * 100 for r in http], "%"),
+        }
+
+    _idle_cpu = _http
 
 
-def trivial(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
+def trivial(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
     """``supervise`` start to exit of a task that returns 42, against the reference server."""
-    bench.run(bench.activity("trivial"))  # warm-up: page cache, server's first requests
-    seconds = [bench.run(bench.activity("trivial")).seconds for _ in range(plan.trivial_runs)]
+    for _ in range(2):  # warm-up: bytecode cache, page cache, the server's first requests
+        bench.run(bench.activity("trivial"))
+    runs = [bench.run(bench.activity("trivial")) for _ in range(plan.trivial_runs)]
+    seconds = [r.seconds for r in runs]
+    cpu = Stat.of([r.cpu_seconds * 1000 for r in runs], "ms")
     return [
         row(
             "trivial",
@@ -129,11 +161,12 @@ def trivial(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
             lambda v: v <= 250,
             floor=fl["python_pass"],
             floor_name="`python -c pass`",
+            details={"cpu_ms_supervisor_and_child": cpu.as_dict()},
         )
     ]
 
 
-def peak_rss(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
+def peak_rss(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
     """VmHWM of the supervisor and of its task child, trivial task (separate, polled runs)."""
     runs = [bench.run(bench.activity("trivial"), peak=True) for _ in range(plan.rss_runs)]
     sup = Stat.of([(r.supervisor_hwm_kib or 0) * 1024 / MB for r in runs], "MB")
@@ -161,7 +194,7 @@ def peak_rss(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
     ]
 
 
-def sleeping_tasks(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
+def sleeping_tasks(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
     """N sleeping tasks at once: PSS of supervisor + child per task, then the supervisors'
     CPU over an idle window (default heartbeat interval, 5 s)."""
     k = plan.sleepers
@@ -231,7 +264,7 @@ def _call_timings(bench: Bench, plan: Plan, task: str, n: int) -> tuple[Stat, di
     return Stat.of(p50s, "µs"), {"p99_us_median": sorted(p99s)[len(p99s) // 2], "calls": n}
 
 
-def sdk_local(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
+def sdk_local(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
     """``Variable.get`` of a pre-injected variable, timed inside the task (p50 per run)."""
     stat, details = _call_timings(bench, plan, "sdk_local", plan.local_calls)
     return [
@@ -248,7 +281,7 @@ def sdk_local(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
     ]
 
 
-def sdk_relayed(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
+def sdk_relayed(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
     """``Variable.get`` relayed to the reference server, timed inside the task (p50 per run)."""
     bench.server.admin.set_variable(REMOTE_KEY, "value")
     stat, details = _call_timings(bench, plan, "sdk_relayed", plan.relayed_calls)
@@ -281,7 +314,7 @@ def _stdout_records(log_path: Path) -> list[dict[str, Any]]:
         return [r for r in map(_records.decode, f) if r.get("logger") == "task.stdout"]
 
 
-def log_relay(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
+def log_relay(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
     """Lines/s from the task's stdout to the log file, a secret registered and masked, every
     line counted. Clock: the task's first write to the supervisor's timestamp on the last."""
     n = plan.log_lines
@@ -337,7 +370,7 @@ def log_relay(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def notifications(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
+def notifications(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
     """``log.info`` notifications/s task → supervisor, until the supervisor has read them all."""
     n = plan.notifications
     context = {"variables": {LOCAL_KEY: "value"}}
@@ -363,7 +396,7 @@ def notifications(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
     ]
 
 
-def xcom_heartbeat(bench: Bench, plan: Plan, fl: dict[str, Any]) -> list[Row]:
+def xcom_heartbeat(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
     """Heartbeats (every 1 s) while the task pushes a big XCom: the longest gap between two
     heartbeats the supervisor sent (seen by a relay in front of the server), less 1 s."""
     size = plan.xcom_bytes

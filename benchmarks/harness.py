@@ -59,6 +59,8 @@ class Run:
     exit_code: int
     activity: Path
     log_path: Path
+    #: CPU seconds (user + system) of the supervisor and the task child it reaped.
+    cpu_seconds: float = 0.0
     supervisor_hwm_kib: int | None = None
     child_hwm_kib: int | None = None
 
@@ -155,9 +157,17 @@ class Bench:
         if peak:
             sampler = _PeakSampler(proc.pid)
             sampler.start()
-        code = proc.wait(SUPERVISE_TIMEOUT)
+        watchdog = threading.Timer(SUPERVISE_TIMEOUT, proc.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            watchdog.cancel()
         seconds = time.perf_counter() - t0
-        run = Run(seconds, code, activity, activity.with_suffix(".log"))
+        code = proc.returncode = os.waitstatus_to_exitcode(status)
+        run = Run(
+            seconds, code, activity, activity.with_suffix(".log"), usage.ru_utime + usage.ru_stime
+        )
         if sampler is not None:
             sampler.done.set()
             sampler.join()

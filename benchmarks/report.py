@@ -31,6 +31,8 @@ class Row:
     floor_name: str = ""
     times_floor: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: Shown instead of ``times_floor`` (e.g. a speed-up over a peer).
+    ratio_text: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -44,6 +46,7 @@ class Row:
             "target": self.target,
             "met": self.met,
             "details": self.details,
+            "ratio_text": self.ratio_text,
         }
 
 
@@ -58,6 +61,7 @@ def row(
     floor_name: str = "",
     rate: bool = False,
     details: dict[str, Any] | None = None,
+    ratio_text: str | None = None,
 ) -> Row:
     """A row whose target is met when ``check(ours.median)`` holds."""
     times = None
@@ -73,6 +77,7 @@ def row(
         floor_name,
         times,
         details or {},
+        ratio_text,
     )
 
 
@@ -105,7 +110,7 @@ def render(machine: dict[str, Any], rows: list[Row], command: str) -> str:
     ]
     for r in rows:
         floor = f"{_stat(r.floor)}<br>{r.floor_name}" if r.floor else r.floor_name or "—"
-        times = f"{r.times_floor:.1f}x" if r.times_floor is not None else "—"
+        times = r.ratio_text or (f"{r.times_floor:.1f}x" if r.times_floor is not None else "—")
         met = {True: "met", False: "**not met**", None: "—"}[r.met]
         lines.append(f"| {r.title} | {_stat(r.ours)} | {floor} | {times} | {r.target} | {met} |")
     return "\n".join(lines)
