@@ -172,18 +172,25 @@ def test_heartbeat_advances_last_heartbeat_at_and_conflicts_from_another_pid(
     assert detail["current_pid"] == 1234
 
 
-def test_heartbeat_after_airflow_changes_state_conflicts(airflow: Airflow) -> None:
+def test_heartbeat_and_state_after_airflow_changes_state_conflict(airflow: Airflow) -> None:
     workload = airflow.queue(produce=0)["produce"]
     _, client = start(airflow, workload, pid=1234)
     airflow.rest_set_state(workload, "failed")
 
     with client:
-        response = heartbeat(client, workload, pid=1234)
+        beat = heartbeat(client, workload, pid=1234)
+        report = client.patch(
+            f"task-instances/{workload.id}/state",
+            content=msgspec.json.encode(TISuccessStatePayload(end_date=now())),
+        )
 
-    assert response.status_code == 409
-    assert msgspec.json.decode(response.content, type=ErrorDetail).detail["current_state"] == (
-        "failed"
-    )
+    assert beat.status_code == 409
+    detail = msgspec.json.decode(beat.content, type=ErrorDetail).detail
+    assert (detail["reason"], detail["current_state"]) == ("not_running", "failed")
+    assert report.status_code == 409
+    detail = msgspec.json.decode(report.content, type=ErrorDetail).detail
+    assert (detail["reason"], detail["previous_state"]) == ("invalid_state", "failed")
+    assert airflow.rest_ti(workload)["state"] == "failed"
 
 
 def test_variables_and_connections_decode(airflow: Airflow) -> None:
