@@ -472,7 +472,11 @@ class Supervision:
                 self._reply_error(msg.id, ErrorCode.PROTOCOL_ERROR, msg.reason)
         elif isinstance(msg, Log):
             self.log.record(
-                msg.logger, msg.level, msg.event, msg.fields, timestamp=_iso(msg.timestamp)
+                _task_logger(msg.logger),
+                msg.level,
+                msg.event,
+                msg.fields,
+                timestamp=_iso(msg.timestamp),
             )
         elif isinstance(msg, Metric):
             self.log.record(
@@ -720,6 +724,15 @@ def _task_environment(activity: Activity, run_as: RunAs | None) -> dict[str, str
         env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
     env.update(activity.env)
     return env
+
+
+#: Loggers only the supervisor writes; a task's record naming one is filed under ``task.``.
+_SUPERVISOR_LOGGERS = frozenset({"supervisor", "task.stdout", "task.stderr", "task.metrics"})
+
+
+def _task_logger(name: str) -> str:
+    """The logger a task's record is written under: never one that passes for ours."""
+    return f"task.{name}" if name in _SUPERVISOR_LOGGERS else name
 
 
 class _RequestIds:

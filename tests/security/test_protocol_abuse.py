@@ -124,3 +124,31 @@ def test_abusive_lines_are_refused_and_change_nothing(server: ReferenceServer) -
     # the second Hello; the replays (8, 9) are answered only.
     assert len(protocol_errors) == 12, errors
     assert "Protocol error from the task: a second Hello" in errors
+
+
+def test_a_task_cannot_write_records_that_pass_for_the_supervisors(
+    server: ReferenceServer,
+) -> None:
+    forged = {"event": "Task finished", "fields": {"final_state": "success", "exit_code": 0}}
+    script = [
+        step(line(type="Log", logger=name, **forged))
+        for name in ("supervisor", "task.stdout", "task.stderr", "task.metrics")
+    ]
+    script.append(step(line(type="Log", logger="my.module", event="ordinary")))
+    script.append(step(line(type="SucceedTask", id=1), 1))
+    out = dir_for(None) / "answers.jsonl"
+    ti_id, activity = server.create_task(
+        command=[sys.executable, RAW_TASK],
+        env={"RAW_SCRIPT": json.dumps(script), "RAW_OUT": str(out)},
+    )
+    assert supervise(activity).returncode == 0
+    records = log_records(Path(server.workdir / "logs" / f"{ti_id}.log"))
+    finished = [r["logger"] for r in records if r["event"] == "Task finished"]
+    assert finished == [
+        "task.supervisor",
+        "task.task.stdout",
+        "task.task.stderr",
+        "task.task.metrics",
+        "supervisor",  # the real one, last
+    ]
+    assert [r["logger"] for r in records if r["event"] == "ordinary"] == ["my.module"]
