@@ -299,6 +299,11 @@ class Airflow:
 
 
 def _airflow_env(home: Path, port: int) -> dict[str, str]:
+    """Environment of every Airflow process: this home, SQLite, the secret, loopback URLs.
+
+    Airflow's token defaults are kept here (``benchmarks/peer_airflow.py`` uses this too);
+    the test session shortens execution tokens on top.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     base = f"http://127.0.0.1:{port}"
     env.update(
@@ -308,8 +313,6 @@ def _airflow_env(home: Path, port: int) -> dict[str, str]:
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
         AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
         AIRFLOW__API_AUTH__JWT_SECRET=JWT_SECRET,
-        AIRFLOW__API_AUTH__JWT_LEEWAY="0",
-        AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME=str(EXECUTION_TOKEN_LIFETIME),
         AIRFLOW__API__BASE_URL=base,
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base}/execution/",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
@@ -355,6 +358,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = _airflow_env(home, port)
+    env["AIRFLOW__API_AUTH__JWT_LEEWAY"] = "0"
+    env["AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME"] = str(EXECUTION_TOKEN_LIFETIME)
 
     side = AirflowSide(python, env, home / "airflow_side.stderr")
     side.call("cli", commands=[["db", "migrate"]])
