@@ -3,8 +3,8 @@
 ``supervise`` runs as ``python -m supervisor`` with this interpreter (the project's venv), in
 the repository root, so activities name probe tasks as ``tests/security/tasks/probe.py:f``.
 Sessions and CI run as root: tests that need an unprivileged process use :data:`NOBODY`,
-with directories made for it by :func:`dir_for`. Test modules import the ``server`` fixture
-from here (a conftest.py would clash with tests/supervisor's ``from conftest import``).
+with directories made by the ``scratch`` fixture. Test modules import the fixtures from
+here (a conftest.py would clash with tests/supervisor's ``from conftest import``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import json
 import os
 import pwd
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,27 @@ def supervise(
     )
 
 
-def dir_for(user: pwd.struct_passwd | None, *, mode: int = 0o700) -> Path:
-    """A fresh directory under /tmp owned by ``user`` (root if None) with ``mode``."""
-    path = Path(tempfile.mkdtemp(prefix="taskvisor-security-"))
-    if user is not None:
-        os.chown(path, user.pw_uid, user.pw_gid)
-    path.chmod(mode)
-    return path
+#: Makes a fresh directory under /tmp owned by ``user`` (root if None) with ``mode``.
+MakeDir = Callable[..., Path]
+
+
+@pytest.fixture(name="scratch")
+def scratch_dirs() -> Iterator[MakeDir]:
+    """``scratch(user=None, mode=0o700)``: a fresh directory under /tmp (pytest's own
+    directories are closed to other users); every one is removed after the test."""
+    made: list[Path] = []
+
+    def make(user: pwd.struct_passwd | None = None, *, mode: int = 0o700) -> Path:
+        path = Path(tempfile.mkdtemp(prefix="taskvisor-security-"))
+        made.append(path)
+        if user is not None:
+            os.chown(path, user.pw_uid, user.pw_gid)
+        path.chmod(mode)
+        return path
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def needles(token: str) -> dict[str, bytes]:

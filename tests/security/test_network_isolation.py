@@ -6,14 +6,13 @@ would do), then makes SDK calls, which travel over its pipes to the supervisor.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from security_harness import (
     NOBODY,
     PROBE,
-    dir_for,
-    reference_server,  # noqa: F401 (the server fixture)
+    MakeDir,
+    reference_server,  # noqa: F401 (fixture)
+    scratch_dirs,  # noqa: F401 (fixture)
     supervise,
 )
 
@@ -55,9 +54,9 @@ def test_without_isolation_the_same_probe_reaches_the_server(server: ReferenceSe
     assert len(probe["interfaces"]) >= 1
 
 
-def test_isolation_needs_root(server: ReferenceServer) -> None:
+def test_isolation_needs_root(server: ReferenceServer, scratch: MakeDir) -> None:
     # Unprivileged, the namespace cannot be made: the task never runs, the try fails.
-    logs = dir_for(NOBODY)
+    logs = scratch(NOBODY)
     ti_id, activity = server.create_task(
         entrypoint=f"{PROBE}:network_probe",
         env={"PROBE_SERVER_PORT": str(server.port)},
@@ -69,4 +68,3 @@ def test_isolation_needs_root(server: ReferenceServer) -> None:
     text = (logs / "task.log").read_text()
     assert "unshare(CLONE_NEWNET)" in text
     assert server.admin.xcoms_of(ti_id) == {}
-    shutil.rmtree(logs)

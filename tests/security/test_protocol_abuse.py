@@ -15,7 +15,6 @@ from typing import Any
 
 from security_harness import (
     RAW_TASK,
-    dir_for,
     log_records,
     reference_server,  # noqa: F401 (the server fixture)
     supervise,
@@ -34,7 +33,9 @@ def step(text: str, wait: int | None = None, count: int = 1) -> dict[str, Any]:
     return {"line": text, "await": wait, "count": count}
 
 
-def test_abusive_lines_are_refused_and_change_nothing(server: ReferenceServer) -> None:
+def test_abusive_lines_are_refused_and_change_nothing(
+    server: ReferenceServer, tmp_path: Path
+) -> None:
     admin = server.admin
     admin.set_variable("abuse_var", "value")
     b_id = admin.create_task_instance(dag_id="victim", task_id="b")
@@ -77,7 +78,7 @@ def test_abusive_lines_are_refused_and_change_nothing(server: ReferenceServer) -
         step(line(type="GetVariable", id=12, key="abuse_var"), 12),
         step(line(type="SucceedTask", id=13), 13),
     ]
-    out = dir_for(None) / "answers.jsonl"
+    out = tmp_path / "answers.jsonl"
     a_id, activity = server.create_task(
         command=[sys.executable, RAW_TASK],
         env={"RAW_SCRIPT": json.dumps(script), "RAW_OUT": str(out)},
@@ -127,7 +128,7 @@ def test_abusive_lines_are_refused_and_change_nothing(server: ReferenceServer) -
 
 
 def test_a_task_cannot_write_records_that_pass_for_the_supervisors(
-    server: ReferenceServer,
+    server: ReferenceServer, tmp_path: Path
 ) -> None:
     forged = {"event": "Task finished", "fields": {"final_state": "success", "exit_code": 0}}
     script = [
@@ -136,7 +137,7 @@ def test_a_task_cannot_write_records_that_pass_for_the_supervisors(
     ]
     script.append(step(line(type="Log", logger="my.module", event="ordinary")))
     script.append(step(line(type="SucceedTask", id=1), 1))
-    out = dir_for(None) / "answers.jsonl"
+    out = tmp_path / "answers.jsonl"
     ti_id, activity = server.create_task(
         command=[sys.executable, RAW_TASK],
         env={"RAW_SCRIPT": json.dumps(script), "RAW_OUT": str(out)},

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +16,10 @@ from security_harness import (
     NOBODY,
     PROBE,
     Evidence,
-    dir_for,
+    MakeDir,
     log_records,
-    reference_server,  # noqa: F401 (the server fixture)
+    reference_server,  # noqa: F401 (fixture)
+    scratch_dirs,  # noqa: F401 (fixture)
     supervise,
 )
 
@@ -28,15 +27,13 @@ from apiserver.testing import ReferenceServer
 
 
 @pytest.fixture
-def shared() -> Iterator[Path]:
+def shared(scratch: MakeDir) -> Path:
     """Activities and logs of several tries, side by side, in an open directory."""
-    path = dir_for(None, mode=0o755)
-    yield path
-    shutil.rmtree(path)
+    return scratch(mode=0o755)
 
 
 def test_task_runs_as_the_user_with_its_groups_and_reads_none_of_the_supervisors_files(
-    server: ReferenceServer, shared: Path
+    server: ReferenceServer, shared: Path, scratch: MakeDir
 ) -> None:
     # An earlier try left its activity and log next to ours.
     _, earlier = server.create_task(
@@ -45,7 +42,7 @@ def test_task_runs_as_the_user_with_its_groups_and_reads_none_of_the_supervisors
         log_path=shared / "earlier.log",
     )
     assert supervise(earlier).returncode in (0, 1)
-    out = dir_for(NOBODY)
+    out = scratch(NOBODY)
     ti_id, activity = server.create_task(
         entrypoint=f"{PROBE}:run_as_snoop",
         run_as="nobody",
@@ -86,7 +83,6 @@ def test_task_runs_as_the_user_with_its_groups_and_reads_none_of_the_supervisors
     ti = server.admin.get_task_instance(ti_id)
     assert ti.state == "success"
     assert ti.unixname == "nobody"
-    shutil.rmtree(out)
 
 
 def test_unknown_user_is_a_usage_error_and_nothing_is_contacted(
@@ -108,8 +104,8 @@ def test_unknown_user_is_a_usage_error_and_nothing_is_contacted(
     assert not (shared / "task.log").exists()
 
 
-def test_run_as_needs_a_root_supervisor(server: ReferenceServer) -> None:
-    logs = dir_for(NOBODY)
+def test_run_as_needs_a_root_supervisor(server: ReferenceServer, scratch: MakeDir) -> None:
+    logs = scratch(NOBODY)
     ti_id, activity = server.create_task(
         entrypoint=f"{PROBE}:run_as_snoop", run_as="root", log_path=logs / "task.log"
     )
@@ -118,4 +114,3 @@ def test_run_as_needs_a_root_supervisor(server: ReferenceServer) -> None:
     assert result.returncode == 2
     assert "needs supervise to run as root" in result.stderr
     assert server.admin.get_task_instance(ti_id).state == "queued"
-    shutil.rmtree(logs)

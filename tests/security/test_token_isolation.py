@@ -11,9 +11,7 @@ test never sees). Positive controls show each search can succeed where the data 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +19,10 @@ from security_harness import (
     NOBODY,
     PROBE,
     Evidence,
-    dir_for,
+    MakeDir,
     log_records,
-    reference_server,  # noqa: F401 (the server fixture)
+    reference_server,  # noqa: F401 (fixture)
+    scratch_dirs,  # noqa: F401 (fixture)
     search,
     supervise,
 )
@@ -39,10 +38,9 @@ CANARY = "probe.canary.c2lnbmF0dXJlLW9mLXRoZS1jYW5hcnk"
 
 
 @pytest.fixture
-def out() -> Iterator[Path]:
-    path = dir_for(NOBODY)
-    yield path
-    shutil.rmtree(path)
+def out(scratch: MakeDir) -> Path:
+    """Where a probe leaves its evidence: writable by the task whatever its user."""
+    return scratch(NOBODY)
 
 
 def token_of(activity: Path) -> str:
@@ -92,12 +90,12 @@ def test_same_user_task_finds_no_token_in_its_own_process(
 
 
 def test_unprivileged_same_user_task_cannot_read_the_non_dumpable_supervisor(
-    server: ReferenceServer, out: Path
+    server: ReferenceServer, out: Path, scratch: MakeDir
 ) -> None:
     # supervise itself runs as nobody (the task too, same user): only PR_SET_DUMPABLE stands
     # between the task and the supervisor's memory and environment. The activity comes on
     # stdin, so no file holds the token.
-    logs = dir_for(NOBODY)
+    logs = scratch(NOBODY)
     ti_id, activity = server.create_task(
         entrypoint=f"{PROBE}:token_hunt",
         env={"PROBE_OUT": str(out), "PROBE_CANARY": CANARY},
@@ -131,13 +129,14 @@ def test_unprivileged_same_user_task_cannot_read_the_non_dumpable_supervisor(
     assert ev.findings(token, ev.names()) == {}
     assert server.admin.get_task_instance(ti_id).state == "success"
     assert (logs / "task.log").stat().st_uid == NOBODY.pw_uid
-    shutil.rmtree(logs)
 
 
-def test_run_as_task_finds_the_token_nowhere(server: ReferenceServer, out: Path) -> None:
+def test_run_as_task_finds_the_token_nowhere(
+    server: ReferenceServer, out: Path, scratch: MakeDir
+) -> None:
     # The activity file stays on disk, readable by its owner (root) only; its directory is
     # open, so only the file's own mode protects it.
-    shared = dir_for(None, mode=0o755)
+    shared = scratch(mode=0o755)
     ti_id, activity = server.create_task(
         entrypoint=f"{PROBE}:token_hunt",
         env={"PROBE_OUT": str(out), "PROBE_CANARY": CANARY},
@@ -158,7 +157,6 @@ def test_run_as_task_finds_the_token_nowhere(server: ReferenceServer, out: Path)
     assert ev.report["supervisor_ptrace"] == "EPERM"
     assert ev.findings(token, ev.names()) == {}
     assert server.admin.get_task_instance(ti_id).state == "success"
-    shutil.rmtree(shared)
 
 
 def test_delete_activity_removes_the_file_before_the_task_starts(
