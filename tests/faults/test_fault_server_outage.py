@@ -114,3 +114,36 @@ def test_8_server_down_past_the_state_budget_keeps_the_state_on_disk_and_exits_4
     t.assert_no_task_process_left()
     own_server.start()
     assert t.state() == "running"  # nothing claimed success on the server
+
+
+def test_7_heartbeats_failing_past_the_tolerance_stop_the_task_and_keep_the_failure_on_disk(
+    own_try: TryFactory, own_server: ReferenceServer
+) -> None:
+    # The other side of scenario 7's bound: an outage longer than the tolerance stops the
+    # task (it may be running elsewhere by now), and the failure is kept for the executor.
+    tolerance = 2.0
+    t = own_try("waits")
+    t.start(
+        {
+            "TASKVISOR_HEARTBEAT_INTERVAL": "0.2",
+            "TASKVISOR_HEARTBEAT_TOLERANCE": str(tolerance),
+            "TASKVISOR_STATE_RETRY_BUDGET": "1",
+        }
+    )
+    t.wait_for_file("ready")
+    own_server.stop()
+    stopped_at = time.monotonic()
+
+    done = t.wait(timeout=30)
+
+    assert done.returncode == 4, done.stderr
+    assert time.monotonic() - stopped_at < tolerance + 5
+    events = t.supervisor_events()
+    lost = [e for e in events if e.startswith("Stopping the task: no successful heartbeat")]
+    assert len(lost) == 1, events
+    kept = json.loads(t.log_path.with_name(t.log_path.name + ".state.json").read_text())
+    assert kept["state"] == "failed"
+    assert kept["reason"].startswith("heartbeat lost")
+    t.assert_no_task_process_left()
+    own_server.start()
+    assert t.state() == "running"
