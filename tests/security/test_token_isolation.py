@@ -31,8 +31,6 @@ from apiserver.testing import ReferenceServer
 
 #: Locations inside the task's own process.
 OWN_PROCESS = ("environ", "proc_environ", "argv", "proc_cmdline", "self_mem")
-#: The supervisor's /proc files and the activity file.
-SUPERVISOR = ("supervisor_environ", "supervisor_cmdline", "supervisor_mem")
 #: Shaped like a token, put in the task's environment: the searches must find it.
 CANARY = "probe.canary.c2lnbmF0dXJlLW9mLXRoZS1jYW5hcnk"
 
