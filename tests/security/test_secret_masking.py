@@ -8,6 +8,7 @@ calls split inside the secret, and finally raises an exception whose message hol
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +30,36 @@ SECRETS = {
     "extra_nested": "nested-extra-789",
     "variable": "variable-secret-321",
     "mask_secret": "task-registered-secret-77",
+    "variable_set": "value-set-by-the-task-55",
 }
 
 
-@pytest.fixture(scope="module")
-def leaked(server: ReferenceServer) -> tuple[list[dict[str, Any]], str, str]:
-    """The log records and raw text of one try of the leaking task, and supervise's stderr."""
-    admin = server.admin
-    admin.set_connection(
-        "sec_conn",
-        "postgres",
-        host="db.example",
-        login="app",
-        password=SECRETS["password"],
-        extra={"api_key": SECRETS["extra_api_key"], "nested": {"inner": SECRETS["extra_nested"]}},
-    )
-    admin.set_connection("short_conn", "http", password="abcd")
-    admin.set_variable("db_password", SECRETS["variable"])
-    admin.set_variable("plain_setting", "plain-value-000")
-    ti_id, activity = server.create_task(entrypoint=f"{PROBE}:leaks_every_secret")
+@pytest.fixture(scope="module", params=["served by the server", "pushed in the activity"])
+def leaked(
+    server: ReferenceServer, request: pytest.FixtureRequest
+) -> tuple[list[dict[str, Any]], str, str]:
+    """The log records and raw text of one try of the leaking task, and supervise's stderr;
+    its connections and variables come from the server, or from the activity's context."""
+    extra = {"api_key": SECRETS["extra_api_key"], "nested": {"inner": SECRETS["extra_nested"]}}
+    connection = {
+        "conn_id": "sec_conn",
+        "conn_type": "postgres",
+        "host": "db.example",
+        "login": "app",
+        "password": SECRETS["password"],
+        "extra": json.dumps(extra),
+    }
+    short = {"conn_id": "short_conn", "conn_type": "http", "password": "abcd"}
+    variables = {"db_password": SECRETS["variable"], "plain_setting": "plain-value-000"}
+    context = None
+    if request.param == "served by the server":
+        for conn in (connection, short):
+            server.admin.set_connection(**conn)
+        for key, value in variables.items():
+            server.admin.set_variable(key, value)
+    else:
+        context = {"connections": [connection, short], "variables": variables}
+    ti_id, activity = server.create_task(entrypoint=f"{PROBE}:leaks_every_secret", context=context)
     result = supervise(activity)
     assert result.returncode == 1, result.stderr  # the task raised at the end
     log = Path(server.workdir / "logs" / f"{ti_id}.log")
@@ -106,7 +118,7 @@ def test_values_shorter_than_the_minimum_and_ordinary_values_are_not_masked(
 
 def test_a_secret_at_the_cut_of_an_over_long_line_is_masked(server: ReferenceServer) -> None:
     # Lines longer than MAX_PENDING_LINE are written in pieces; no piece may end inside a
-    # secret. (The leaking task's fixture above created the connection and variables.)
+    # secret.
     server.admin.set_connection("sec_conn", "postgres", password=SECRETS["password"])
     server.admin.set_variable("plain_setting", "plain-value-000")
     ti_id, activity = server.create_task(entrypoint=f"{PROBE}:leaks_across_an_over_long_line")

@@ -248,12 +248,15 @@ def leaks_every_secret() -> None:
     own = "task-registered-secret-77"
     mask_secret(own)
     mask_secret("tiny")
+    written = "value-set-by-the-task-55"
+    Variable.set("new_api_token", written)  # a sensitive key: its value is masked from now
     secrets = {
         "password": conn.password,
         "extra_api_key": extra["api_key"],
         "extra_nested": extra["nested"]["inner"],
         "variable": db_password,
         "mask_secret": own,
+        "variable_set": written,
     }
     for name, value in secrets.items():
         print(f"stdout {name}={value}", flush=True)
