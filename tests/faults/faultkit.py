@@ -321,7 +321,7 @@ class Seen:
     body_size: int = 0
 
 
-#: A fault plan: given a request, what to do with it ("forward", "drop", or an int status).
+#: A fault plan: given a request, what to do with it ("forward", "drop", "lose" or a status).
 Plan = Callable[[str, str, int], "str | int"]
 
 
@@ -334,10 +334,12 @@ class FaultProxy:
     """An HTTP/1.1 proxy on loopback that forwards to ``upstream`` or misbehaves per ``plan``.
 
     ``plan(method, path, attempt)`` is called once per request (``attempt`` counts requests
-    with that method and path, from 1) and returns ``"forward"``, ``"drop"`` (close the
-    connection without an answer, before the server saw anything) or an HTTP status to answer
-    with instead of the server. ``upload_rate`` (bytes/s) throttles reading request bodies:
-    a server slowed down to that speed. Every request is recorded in :attr:`seen`.
+    with that method and path, from 1) and returns ``"forward"``, ``"drop"`` (reset the
+    connection before the server saw anything), ``"lose"`` (forward, then reset the
+    connection instead of relaying the answer: the server acted, the client never knows) or
+    an HTTP status to answer with instead of the server. ``upload_rate`` (bytes/s) throttles
+    reading request bodies: a server slowed down to that speed. Every request is recorded in
+    :attr:`seen`.
     """
 
     def __init__(self, upstream_port: int, plan: Plan = forward_all, upload_rate: float = 0):
@@ -401,9 +403,7 @@ class FaultProxy:
                 with self._lock:
                     self.seen.append(seen)
                 if action == "drop":
-                    conn.setsockopt(
-                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                    )
+                    _reset(conn)
                     return
                 if isinstance(action, int):
                     payload = json.dumps({"detail": f"injected {action}"}).encode()
@@ -414,8 +414,8 @@ class FaultProxy:
                     )
                     seen.status = action
                     continue
-                seen.status = self._forward(conn, raw_head, body)
-                if seen.status is None:
+                seen.status = self._forward(conn, raw_head, body, lose=action == "lose")
+                if seen.status is None or action == "lose":
                     return
 
     def _read_head(self, reader: Any) -> tuple[str, dict[str, str], bytes] | None:
@@ -457,7 +457,9 @@ class FaultProxy:
                     time.sleep(pause)  # the throttle itself, not a synchronisation
         return b"".join(chunks)
 
-    def _forward(self, conn: socket.socket, head: bytes, body: bytes) -> int | None:
+    def _forward(
+        self, conn: socket.socket, head: bytes, body: bytes, *, lose: bool = False
+    ) -> int | None:
         try:
             with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
                 up.sendall(head + body)
@@ -468,9 +470,12 @@ class FaultProxy:
             return None  # upstream down: the client sees a dropped connection
         if not answer:
             return None
+        status = int(answer[9:12])
+        if lose:  # the server acted, but its answer never reaches the client
+            _reset(conn)
+            return status
         # Re-frame for a kept-alive client connection: the answer carries content-length.
         head_end = answer.find(b"\r\n\r\n")
-        status = int(answer[9:12])
         head_lines = [
             line
             for line in bytes(answer[:head_end]).split(b"\r\n")
@@ -481,6 +486,11 @@ class FaultProxy:
         except OSError:
             return None
         return status
+
+
+def _reset(conn: socket.socket) -> None:
+    """Make closing ``conn`` reset the connection (RST), as a crashed peer or middlebox does."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
 
 @contextlib.contextmanager

@@ -89,6 +89,40 @@ def test_9_5xx_bursts_and_dropped_connections_are_retried_4xx_never_attempts_bou
     t.assert_no_task_process_left()
 
 
+def _answer_lost_once(method: str, path: str, attempt: int) -> str | int:
+    """Every call but heartbeats: the server acts on the first attempt, the answer is lost."""
+    return "lose" if attempt == 1 and not path.endswith("/heartbeat") else "forward"
+
+
+def test_9_answers_lost_after_the_server_acted_are_retried_safely(
+    new_try: TryFactory, server: ReferenceServer
+) -> None:
+    # /run, /state, variable and XCom writes are retried after the server already applied
+    # them: the retries must be accepted (same client, same state, same value) and the
+    # task must end as if nothing happened.
+    server.admin.set_variable("fault_var", "value")
+    server.admin.set_connection("fault_conn", conn_type="http", host="db.example")
+    t = new_try("uses_every_call")
+    with proxy_to(server, plan=_answer_lost_once) as proxy:
+        t.point_at(proxy.url)
+        done = t.run()
+        seen = proxy.requests()
+
+    assert done.returncode == 0, done.stderr
+    assert t.state() == "success"
+    got = server.admin.xcoms_of(t.ti_id)["return_value"]
+    assert got["var"] == "value"
+    assert got["pulled"] == [1, 2]
+    assert got["forbidden"].startswith("VariableNotFound")  # a real 404: not retried again
+    attempts = Counter((s.method, s.path.split("?")[0]) for s in seen if s.action == "lose")
+    forwarded = Counter((s.method, s.path.split("?")[0]) for s in seen if s.action == "forward")
+    calls = {k[1].rsplit("/", 1)[-1] for k in attempts}
+    assert {"run", "state", "fault_written", "pushed", "return_value"} <= calls
+    for key in attempts:
+        assert forwarded[key] == 1, key  # one retry each, which the server accepted
+    t.assert_no_task_process_left()
+
+
 def test_10_100_mb_xcom_to_a_slow_server_keeps_heartbeats_and_logs_flowing(
     new_try: TryFactory, server: ReferenceServer
 ) -> None:
