@@ -254,6 +254,9 @@ def test_an_activity_that_would_hand_the_token_to_the_task_is_refused(
 #: A command task that keeps its whole environment, then ends the try properly.
 ENV_DUMP = """
 import os, sys
+fds = os.listdir("/proc/self/fd")  # the listing's own fd is among them
+with open(os.environ["PROBE_OUT"] + "/fds.txt", "w") as f:
+    f.write(" ".join(sorted(fds, key=int)))
 with open(os.environ["PROBE_OUT"] + "/proc_environ.bin", "wb") as f:
     f.write(open("/proc/self/environ", "rb").read())
 sys.stdin.readline()
@@ -269,7 +272,7 @@ SUPERVISOR_SECRETS = {
 }
 
 
-def test_supervisors_own_secrets_are_not_in_a_command_tasks_environment(
+def test_a_command_task_gets_no_secret_of_supervises_environment_and_no_extra_fd(
     server: ReferenceServer, out: Path
 ) -> None:
     _ti_id, activity = server.create_task(
@@ -284,6 +287,8 @@ def test_supervisors_own_secrets_are_not_in_a_command_tasks_environment(
         assert value.encode() not in environ, name
     assert b"EXECUTOR_NOTE" not in environ
     assert search(environ, token) == []
+    # An exec'd task starts with the channel on 0/1 and its log on 2, nothing else.
+    assert (out / "fds.txt").read_text() == "0 1 2 3"
 
 
 def test_a_forked_python_task_finds_no_signing_secret_of_supervises_environment(
