@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +70,8 @@ def activity_for(
 
 
 def supervise_command(activity_path: Path) -> list[str]:
-    return [sys.executable, "-m", "supervisor", str(activity_path)]
+    """What an executor runs: the ``supervise`` console script installed with taskvisor."""
+    return [str(Path(sys.executable).with_name("supervise")), str(activity_path)]
 
 
 def write_activity(tmp_path: Path, activity: dict[str, Any]) -> Path:
@@ -86,7 +86,7 @@ def supervisor_env(settings: dict[str, str]) -> dict[str, str]:
     return env
 
 
-@contextmanager
+@contextlib.contextmanager
 def supervising(
     tmp_path: Path, activity: dict[str, Any], **settings: str
 ) -> Iterator[subprocess.Popen[str]]:
