@@ -158,16 +158,6 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60) -> 
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-def explain(result: subprocess.CompletedProcess[str]) -> str:
-    return (
-        f"supervise exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-
-
-def parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text)
-
-
 def task_log(airflow: Airflow, workload: Workload) -> list[dict[str, Any]]:
     """Our log file for this try, one JSON object per line."""
     lines = (airflow.log_folder / workload.log_path).read_text().splitlines()
@@ -448,8 +438,9 @@ def test_task_outlives_its_first_execution_token_by_adopting_reissued_ones(
             row = airflow.ti_row(workload)
             if row["state"] != "running" or not row["last_heartbeat_at"]:
                 return False
-            alive = parse_time(row["last_heartbeat_at"]) - parse_time(row["start_date"])
-            return alive > lifetime + dt.timedelta(seconds=1)
+            last_beat = dt.datetime.fromisoformat(row["last_heartbeat_at"])
+            started = dt.datetime.fromisoformat(row["start_date"])
+            return last_beat - started > lifetime + dt.timedelta(seconds=1)
 
         wait_until(
             heartbeat_accepted_after_first_token_expired,
