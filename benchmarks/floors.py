@@ -57,21 +57,21 @@ def _pipe_rtt(n: int) -> dict[str, Any]:
     if os.fork() == 0:
         os.close(to_w)
         os.close(back_r)
-        decode = msgspec.json.Decoder(GetVariable).decode
+        decode_request = msgspec.json.Decoder(GetVariable).decode
         encode = msgspec.json.Encoder().encode
         while line := os.read(to_r, 65536):
-            req = decode(line[:-1])
+            req = decode_request(line[:-1])
             os.write(back_w, encode(VariableResult(id=req.id, key=req.key, value="v")) + b"\n")
         os._exit(0)
     os.close(to_r)
     os.close(back_w)
     encode = msgspec.json.Encoder().encode
-    decode = msgspec.json.Decoder(VariableResult).decode
+    decode_result = msgspec.json.Decoder(VariableResult).decode
     samples = []
     for i in range(n):
         t0 = time.perf_counter_ns()
         os.write(to_w, encode(GetVariable(id=i, key="bench_local")) + b"\n")
-        decode(os.read(back_r, 65536)[:-1])
+        decode_result(os.read(back_r, 65536)[:-1])
         samples.append(time.perf_counter_ns() - t0)
     os.close(to_w)
     os.wait()

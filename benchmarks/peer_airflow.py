@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -102,28 +103,37 @@ def _queue(side: Any) -> dict[str, Any]:
     return result["workloads"][TASK_ID]  # type: ignore[no-any-return]
 
 
-def _timed(argv: list[str], env: dict[str, str] | None, out: Path) -> float:
+def _timed(argv: list[str], env: dict[str, str] | None, out: Path) -> tuple[float, float]:
+    """Run ``argv`` to the end: wall seconds from spawn to exit, and its CPU seconds
+    (with the children it reaped: the task process)."""
     with out.open("wb") as f:
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            argv, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, check=False
-        )
+        proc = subprocess.Popen(argv, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         tail = out.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{argv[:3]} exited {proc.returncode}:\n{tail}")
-    return seconds
+    return seconds, usage.ru_utime + usage.ru_stime
+
+
+def _check_success(side: Any, workload: dict[str, Any], who: str) -> None:
+    ti_id = str(workload["ti"]["id"])
+    state = side.call("tis", ids=[ti_id])[ti_id]["state"]
+    if state != "success":
+        raise RuntimeError(f"{who} left task instance {ti_id} in state {state!r}")
 
 
 def _interleaved(
     side: Any, python: Path, env: dict[str, str], home: Path, server_url: str, runs: int
 ) -> list[Row]:
-    airflow_s, ours_s = [], []
+    airflow_s, ours_s, airflow_cpu, ours_cpu = [], [], [], []
     for i in range(runs + 1):  # the first pair warms both sides up and is not counted
         workload = _queue(side)
         path = home / f"workload-{i}.json"
         path.write_text(json.dumps(workload))
-        seconds = _timed(
+        seconds, cpu = _timed(
             [
                 str(python),
                 "-m",
@@ -136,6 +146,8 @@ def _interleaved(
         )
         if i:
             airflow_s.append(seconds)
+            airflow_cpu.append(cpu)
+        _check_success(side, workload, "execute_workload")
 
         workload = _queue(side)
         ti = workload["ti"]
@@ -151,13 +163,11 @@ def _interleaved(
         }
         path = home / f"activity-{i}.json"
         path.write_text(json.dumps(activity))
-        seconds = _timed(supervise_argv(path), None, home / f"supervise-{i}.out")
+        seconds, cpu = _timed(supervise_argv(path), None, home / f"supervise-{i}.out")
         if i:
             ours_s.append(seconds)
-        ids = [str(ti["id"])]
-        states = side.call("tis", ids=ids)
-        if states[ids[0]]["state"] != "success":
-            raise RuntimeError(f"supervise left the task instance {states[ids[0]]['state']}")
+            ours_cpu.append(cpu)
+        _check_success(side, workload, "supervise")
     ours = Stat.of([s * 1000 for s in ours_s], "ms")
     theirs = Stat.of([s * 1000 for s in airflow_s], "ms")
     return [
@@ -170,7 +180,12 @@ def _interleaved(
             lambda v: theirs.median / v >= 15,
             floor=theirs,
             floor_name="Airflow 3.3.2 `execute_workload` (the peer, not a floor)",
-            details={"speedup": theirs.median / ours.median, "python": sys.version},
+            details={
+                "speedup": theirs.median / ours.median,
+                "cpu_ms_airflow": Stat.of([c * 1000 for c in airflow_cpu], "ms").as_dict(),
+                "cpu_ms_taskvisor": Stat.of([c * 1000 for c in ours_cpu], "ms").as_dict(),
+                "airflow_python": str(python),
+            },
             ratio_text=f"{theirs.median / ours.median:.1f}x faster",
         )
     ]

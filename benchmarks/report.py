@@ -102,7 +102,9 @@ def render(machine: dict[str, Any], rows: list[Row], command: str) -> str:
     lines = [
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM, "
         f"{machine['kernel']}, {machine['python']}; load average at start "
-        f"{' '.join(str(x) for x in machine['load_average_at_start'])}",
+        f"{' '.join(str(x) for x in machine['load_average_at_start'])}, at end "
+        f"{' '.join(str(x) for x in machine.get('load_average_at_end', []))} "
+        "(a shared machine: compare medians and ratios)",
         f"Command: `{command}`. Medians (min-max, n = runs or samples).",
         "",
         "| benchmark | taskvisor | floor | x floor | target | met |",
