@@ -27,8 +27,9 @@ def test_quick_trivial_benchmark_prints_a_table_and_writes_json(tmp_path: Path) 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trivial task, `supervise` start to exit" in result.stdout
     document = json.loads(out.read_text())
-    (row,) = document["rows"]
-    assert row["key"] == "trivial"
+    rows = {row["key"]: row for row in document["rows"]}
+    assert set(rows) == {"trivial", "trivial_cpu"}
+    row = rows["trivial"]
     assert row["ours"]["n"] >= 1
     assert row["ours"]["median"] > 0
     assert row["floor"]["unit"] == "ms"
