@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--peer", choices=["airflow"], help="also measure Airflow 3.3's supervisor")
     p.add_argument("--peer-runs", type=int, default=None, help="runs per side with --peer")
     p.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="repeat each benchmark N times instead of the plan's count (1: a smoke test)",
+    )
+    p.add_argument(
         "--only",
         type=lambda s: [name for name in s.split(",") if name],
         default=None,
@@ -51,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         _parser().error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     plan = Plan.quick() if args.quick else Plan.full()
+    if args.runs is not None:
+        plan = plan.repeated(args.runs)
     command = shlex.join(
         ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]
     )
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="taskvisor-bench-") as tmp:
-        _cache_bytecode(Path(tmp) / "pycache")
+        _cache_bytecode(Path(tempfile.gettempdir()) / "taskvisor-bench-pycache")
         with Bench(Path(tmp)) as bench:
             fl = Floors(bench, plan)
             for name in names:

@@ -6,6 +6,7 @@ runs, how big) and the floors measured so far, and returns table rows.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import os
@@ -63,6 +64,17 @@ class Plan:
             xcom_runs=3,
             xcom_bytes=100_000_000,
             floor_runs=20,
+        )
+
+    def repeated(self, runs: int) -> Plan:
+        """This plan with every benchmark repeated ``runs`` times."""
+        return dataclasses.replace(
+            self,
+            trivial_runs=runs,
+            rss_runs=runs,
+            sdk_runs=runs,
+            xcom_runs=runs,
+            floor_runs=runs,
         )
 
     @classmethod
