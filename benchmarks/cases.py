@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from benchmarks import floors
-from benchmarks.harness import Bench, recorded_server
+from benchmarks.harness import Bench, recorded_server, supervised_seconds
 from benchmarks.procfs import children_of, cpu_seconds, pss_kib
 from benchmarks.report import Row, row
 from benchmarks.stats import Stat, percentile
@@ -178,7 +178,12 @@ def trivial(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
             lambda v: v <= 250,
             floor=fl["python_pass"],
             floor_name="`python -c pass`",
-            details={"cpu_ms_supervisor_and_child": cpu.as_dict()},
+            details={
+                "cpu_ms_supervisor_and_child": cpu.as_dict(),
+                "supervised_ms": Stat.of(
+                    [supervised_seconds(r.log_path) * 1000 for r in runs], "ms"
+                ).as_dict(),
+            },
         ),
         row(
             "trivial_cpu",

@@ -51,6 +51,16 @@ def supervise_argv(activity: Path, *flags: str) -> list[str]:
     return [sys.executable, "-m", "supervisor", *flags, str(activity)]
 
 
+def supervised_seconds(log_path: Path) -> float:
+    """The supervisor's own ``duration`` from its "Task finished" record: from "Starting
+    task" (interpreter start-up, imports and activity parsing done) to the outcome reported."""
+    for line in reversed(log_path.read_text().splitlines()):
+        record = json.loads(line)
+        if record.get("event") == "Task finished":
+            return float(record["duration"])
+    raise RuntimeError(f"no 'Task finished' record in {log_path}")
+
+
 @dataclass
 class Run:
     """One ``supervise`` run: wall seconds from spawn to exit, exit code, peak memory (KiB)."""
