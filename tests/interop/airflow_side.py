@@ -98,8 +98,8 @@ def _workload(ti: Any) -> dict[str, Any]:
 def queue(args: dict[str, Any]) -> dict[str, Any]:
     """Create dag run ``run_id`` of ``dag_id`` and queue the given tasks, as a scheduler would.
 
-    ``args["tasks"]`` maps task_id -> ``{"max_tries": n}``. Returns, per task_id, the
-    ``ExecuteTask`` workload Airflow would hand an executor (JSON, token included).
+    ``args["tasks"]`` lists ``{"task_id", "map_index", "max_tries"}``. Returns, in the same
+    order, the ``ExecuteTask`` workloads Airflow would hand an executor (JSON, with token).
     """
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.utils.session import create_session
@@ -122,12 +122,16 @@ def queue(args: dict[str, Any]) -> dict[str, Any]:
             start_date=now,
             session=session,
         )
-        tis = {ti.task_id: ti for ti in dag_run.get_task_instances(session=session)}
-        for task_id, spec in args["tasks"].items():
-            tis[task_id].max_tries = spec.get("max_tries", 0)
-        _schedule_and_queue(dag_run, [tis[task_id] for task_id in args["tasks"]], session)
+        created = dag_run.get_task_instances(session=session)
+        by_key = {(ti.task_id, ti.map_index): ti for ti in created}
+        chosen = []
+        for spec in args["tasks"]:
+            ti = by_key[spec["task_id"], spec["map_index"]]
+            ti.max_tries = spec["max_tries"]
+            chosen.append(ti)
+        _schedule_and_queue(dag_run, chosen, session)
         session.flush()
-        return {"workloads": {task_id: _workload(tis[task_id]) for task_id in args["tasks"]}}
+        return {"workloads": [_workload(ti) for ti in chosen]}
 
 
 def resume(args: dict[str, Any]) -> dict[str, Any]:

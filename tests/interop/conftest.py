@@ -214,6 +214,11 @@ class Workload:
         return str(self.raw["ti"]["task_id"])
 
     @property
+    def map_index(self) -> int:
+        """The map index; -1 for an unmapped task."""
+        return int(self.raw["ti"]["map_index"])
+
+    @property
     def log_path(self) -> str:
         """Relative to Airflow's ``[logging] base_log_folder``."""
         return str(self.raw["log_path"])
@@ -251,10 +256,18 @@ class Airflow:
 
     def queue(self, **max_tries: int) -> dict[str, Workload]:
         """Queue the named tasks of a new dag run: ``queue(produce=0, work=2)``."""
+        specs = [(task_id, -1, tries) for task_id, tries in max_tries.items()]
+        return {w.task_id: w for w in self._queue(specs)}
+
+    def queue_mapped(self, task_id: str, *map_indexes: int) -> list[Workload]:
+        """Queue these map indexes of mapped task ``task_id`` in a new dag run (no retries)."""
+        return self._queue([(task_id, index, 0) for index in map_indexes])
+
+    def _queue(self, specs: list[tuple[str, int, int]]) -> list[Workload]:
         run_id = f"interop__{next(self._runs)}_{uuid.uuid4().hex[:8]}"
-        tasks = {task_id: {"max_tries": tries} for task_id, tries in max_tries.items()}
+        tasks = [{"task_id": t, "map_index": i, "max_tries": n} for t, i, n in specs]
         result = self.side.call("queue", dag_id=DAG_ID, run_id=run_id, tasks=tasks)
-        return {task_id: Workload(raw) for task_id, raw in result["workloads"].items()}
+        return [Workload(raw) for raw in result["workloads"]]
 
     def resume(self, workload: Workload) -> Workload:
         """Run the trigger a deferred task waits on, as Airflow's triggerer; queue it again."""
@@ -287,7 +300,11 @@ class Airflow:
 
     def rest_xcom(self, workload: Workload, key: str = "return_value") -> httpx.Response:
         """``GET .../xcomEntries/{key}`` from Airflow's public REST API (deserialized)."""
-        return self.rest.get(f"{self._ti_path(workload)}/xcomEntries/{key}")
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{workload.run_id}/taskInstances"
+        return self.rest.get(
+            f"{path}/{workload.task_id}/xcomEntries/{key}",
+            params={"map_index": workload.map_index},
+        )
 
     def rest_set_state(self, workload: Workload, state: str) -> None:
         """Set a task instance's state the way a user does in Airflow's UI."""
@@ -305,7 +322,8 @@ class Airflow:
         return response.json()["content"]  # type: ignore[no-any-return]
 
     def _ti_path(self, workload: Workload) -> str:
-        return f"/api/v2/dags/{DAG_ID}/dagRuns/{workload.run_id}/taskInstances/{workload.task_id}"
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{workload.run_id}/taskInstances/{workload.task_id}"
+        return path if workload.map_index == -1 else f"{path}/{workload.map_index}"
 
 
 def _airflow_env(home: Path, port: int) -> dict[str, str]:

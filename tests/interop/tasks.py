@@ -23,6 +23,13 @@ def returns_value() -> Any:
     return json.loads(os.environ["INTEROP_RETURN"])
 
 
+def reports_map_index(context: Context) -> dict[str, Any]:
+    """Return this mapped task instance's index, and the XCom of the sibling it names."""
+    sibling = os.environ.get("INTEROP_SIBLING")
+    pulled = None if sibling is None else XCom.pull(task_id=context.task_id, map_index=int(sibling))
+    return {"map_index": context.map_index, "sibling": pulled}
+
+
 def uses_airflow_state() -> dict[str, Any]:
     """Read an Airflow Variable and Connection, push an XCom, pull another task's."""
     greeting = Variable.get(os.environ["INTEROP_VARIABLE"])

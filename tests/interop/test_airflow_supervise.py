@@ -214,6 +214,27 @@ def test_task_reads_airflow_variable_and_connection_and_exchanges_xcoms(
     assert airflow.connection_password not in written
 
 
+def test_mapped_task_instances_push_and_pull_by_map_index(airflow: Airflow, tmp_path: Path) -> None:
+    first, third = airflow.queue_mapped("fan_out", 0, 2)
+    one = supervise(tmp_path, activity_for(airflow, first, entrypoint="reports_map_index"))
+    assert one.returncode == SUCCESS_OR_SKIPPED, one
+
+    result = supervise(
+        tmp_path,
+        activity_for(airflow, third, entrypoint="reports_map_index", env={"INTEROP_SIBLING": "0"}),
+    )
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    for workload in (first, third):
+        ti = airflow.rest_ti(workload)
+        assert (ti["state"], ti["map_index"]) == ("success", workload.map_index)
+    assert airflow.rest_xcom(first).json()["value"] == {"map_index": 0, "sibling": None}
+    assert airflow.rest_xcom(third).json()["value"] == {
+        "map_index": 2,
+        "sibling": {"map_index": 0, "sibling": None},
+    }
+
+
 def test_failure_without_tries_left_is_failed(airflow: Airflow, tmp_path: Path) -> None:
     workload = airflow.queue(work=0)["work"]
 

@@ -20,6 +20,11 @@ def placeholder() -> None:
     """Never called: taskvisor runs the entrypoint named in the activity instead."""
 
 
+def one_item(item: int) -> None:
+    """Never called either; its expansion gives ``fan_out`` map indexes 0, 1 and 2."""
+
+
 with DAG("taskvisor_interop", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False):
     for task_id in TASK_IDS:
         task(task_id=task_id)(placeholder)()
+    task(task_id="fan_out")(one_item).expand(item=[1, 2, 3])
