@@ -98,8 +98,9 @@ def _workload(ti: Any) -> dict[str, Any]:
 def queue(args: dict[str, Any]) -> dict[str, Any]:
     """Create dag run ``run_id`` of ``dag_id`` and queue the given tasks, as a scheduler would.
 
-    ``args["tasks"]`` lists ``{"task_id", "map_index", "max_tries"}``. Returns, in the same
-    order, the ``ExecuteTask`` workloads Airflow would hand an executor (JSON, with token).
+    ``args["tasks"]`` maps ``task_id`` (or ``task_id[map_index]`` for a mapped task) to
+    ``{"max_tries": n}``. Returns, under the same keys, the ``ExecuteTask`` workloads Airflow
+    would hand an executor (JSON, token included).
     """
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.utils.session import create_session
@@ -123,15 +124,18 @@ def queue(args: dict[str, Any]) -> dict[str, Any]:
             session=session,
         )
         created = dag_run.get_task_instances(session=session)
-        by_key = {(ti.task_id, ti.map_index): ti for ti in created}
-        chosen = []
-        for spec in args["tasks"]:
-            ti = by_key[spec["task_id"], spec["map_index"]]
-            ti.max_tries = spec["max_tries"]
-            chosen.append(ti)
-        _schedule_and_queue(dag_run, chosen, session)
+        by_key = {_key(ti.task_id, ti.map_index): ti for ti in created}
+        chosen = {key: by_key[key] for key in args["tasks"]}
+        for key, spec in args["tasks"].items():
+            chosen[key].max_tries = spec.get("max_tries", 0)
+        _schedule_and_queue(dag_run, list(chosen.values()), session)
         session.flush()
-        return {"workloads": [_workload(ti) for ti in chosen]}
+        return {"workloads": {key: _workload(ti) for key, ti in chosen.items()}}
+
+
+def _key(task_id: str, map_index: int) -> str:
+    """How Airflow names a task instance of a run: ``task_id``, or ``task_id[map_index]``."""
+    return task_id if map_index == -1 else f"{task_id}[{map_index}]"
 
 
 def resume(args: dict[str, Any]) -> dict[str, Any]:

@@ -256,18 +256,18 @@ class Airflow:
 
     def queue(self, **max_tries: int) -> dict[str, Workload]:
         """Queue the named tasks of a new dag run: ``queue(produce=0, work=2)``."""
-        specs = [(task_id, -1, tries) for task_id, tries in max_tries.items()]
-        return {w.task_id: w for w in self._queue(specs)}
+        return self._queue({task_id: {"max_tries": tries} for task_id, tries in max_tries.items()})
 
     def queue_mapped(self, task_id: str, *map_indexes: int) -> list[Workload]:
         """Queue these map indexes of mapped task ``task_id`` in a new dag run (no retries)."""
-        return self._queue([(task_id, index, 0) for index in map_indexes])
+        keys = [f"{task_id}[{index}]" for index in map_indexes]
+        queued = self._queue({key: {"max_tries": 0} for key in keys})
+        return [queued[key] for key in keys]
 
-    def _queue(self, specs: list[tuple[str, int, int]]) -> list[Workload]:
+    def _queue(self, tasks: dict[str, dict[str, int]]) -> dict[str, Workload]:
         run_id = f"interop__{next(self._runs)}_{uuid.uuid4().hex[:8]}"
-        tasks = [{"task_id": t, "map_index": i, "max_tries": n} for t, i, n in specs]
         result = self.side.call("queue", dag_id=DAG_ID, run_id=run_id, tasks=tasks)
-        return [Workload(raw) for raw in result["workloads"]]
+        return {key: Workload(raw) for key, raw in result["workloads"].items()}
 
     def resume(self, workload: Workload) -> Workload:
         """Run the trigger a deferred task waits on, as Airflow's triggerer; queue it again."""
