@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.peer_airflow import compare_with_airflow
 
             _progress("peer: airflow")
-            runs = args.peer_runs or (2 if args.quick else 5)
+            runs = args.peer_runs or (2 if args.quick else 9)
             rows += compare_with_airflow(runs)
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     table = render(machine, rows, command)
