@@ -311,6 +311,20 @@ class Airflow:
         response = self.rest.patch(self._ti_path(workload), json={"new_state": state})
         response.raise_for_status()
 
+    def rest_clear(self, workload: Workload) -> None:
+        """Clear a task instance the way a user does in Airflow's UI (also while it runs)."""
+        response = self.rest.post(
+            f"/api/v2/dags/{DAG_ID}/clearTaskInstances",
+            json={
+                "dry_run": False,
+                "dag_run_id": workload.run_id,
+                "task_ids": [workload.task_id],
+                "only_failed": False,
+                "reset_dag_runs": False,
+            },
+        )
+        response.raise_for_status()
+
     def rest_log(self, workload: Workload, try_number: int = 1) -> list[dict[str, Any]]:
         """The task log as Airflow's REST API (its log reader) serves it to the UI."""
         response = self.rest.get(

@@ -475,8 +475,9 @@ def test_task_outlives_its_first_execution_token_by_adopting_reissued_ones(
     assert airflow.rest_ti(workload)["state"] == "success"
 
 
-def test_state_changed_in_airflow_mid_run_stops_task_and_exits_5(
-    airflow: Airflow, tmp_path: Path
+@pytest.mark.parametrize("action", ["mark_failed", "clear"])
+def test_user_action_in_airflow_mid_run_stops_task_and_exits_5(
+    airflow: Airflow, tmp_path: Path, action: str
 ) -> None:
     workload = airflow.queue(work=0)["work"]
     pid_file = tmp_path / "pid"
@@ -486,13 +487,18 @@ def test_state_changed_in_airflow_mid_run_stops_task_and_exits_5(
     with supervising(tmp_path, activity, heartbeat_interval="0.5", kill_grace="2") as proc:
         wait_until(pid_file.exists, "the task to start")
         task = psutil.Process(int(pid_file.read_text()))
-        airflow.rest_set_state(workload, "failed")  # a user marks it failed in Airflow's UI
+        # What a user does in Airflow's UI while the task runs.
+        if action == "mark_failed":
+            airflow.rest_set_state(workload, "failed")
+        else:
+            airflow.rest_clear(workload)
+        after_action = airflow.rest_ti(workload)["state"]
         result = finish(proc)
 
     assert result.returncode == SERVER_SAID_STOP, result
     assert not task.is_running()
     # Airflow's decision stands: the supervisor reports no state of its own over it.
-    assert airflow.rest_ti(workload)["state"] == "failed"
+    assert airflow.rest_ti(workload)["state"] == after_action
 
 
 # --- item 3: the task log is Airflow's format and Airflow's reader serves it ------------------
