@@ -88,20 +88,28 @@ def supervisor_env(settings: dict[str, str]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def supervising(
-    tmp_path: Path, activity: dict[str, Any], **settings: str
+    tmp_path: Path, activity: dict[str, Any], *, on_stdin: bool = False, **settings: str
 ) -> Iterator[subprocess.Popen[str]]:
     """Start ``supervise`` (``settings`` become ``TASKVISOR_<NAME>`` variables).
 
-    Whatever happens in the test, the supervisor and every process under it end with it.
+    The activity is a file, or with ``on_stdin`` piped to ``supervise -``. Whatever happens
+    in the test, the supervisor and every process under it end with it.
     """
+    source = Path("-") if on_stdin else write_activity(tmp_path, activity)
     proc = subprocess.Popen(
-        supervise_command(write_activity(tmp_path, activity)),
+        supervise_command(source),
+        stdin=subprocess.PIPE if on_stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=supervisor_env(settings),
         cwd=tmp_path,
     )
+    if on_stdin:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(activity))
+        proc.stdin.close()
+        proc.stdin = None  # done with it: communicate() must not flush a closed pipe
     try:
         yield proc
     finally:
@@ -181,6 +189,21 @@ def test_returned_value_is_airflow_return_value_xcom_and_task_succeeds(
     xcom = airflow.rest_xcom(workload)
     assert xcom.status_code == 200, xcom.text
     assert xcom.json()["value"] == RETURNED
+
+
+def test_workload_piped_to_supervise_stdin_runs_without_an_activity_file(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    workload = airflow.queue(check=0)["check"]
+
+    with supervising(
+        tmp_path, activity_for(airflow, workload, entrypoint="returns_value"), on_stdin=True
+    ) as proc:
+        result = finish(proc)
+
+    assert result.returncode == SUCCESS_OR_SKIPPED, result
+    assert airflow.rest_ti(workload)["state"] == "success"
+    assert list(tmp_path.iterdir()) == []  # the token never touched the disk
 
 
 def test_task_reads_airflow_variable_and_connection_and_exchanges_xcoms(
