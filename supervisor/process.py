@@ -15,8 +15,10 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = ["ExitStatus", "TaskProcess", "signal_name"]
 
@@ -57,7 +59,7 @@ class TaskProcess:
         self.pid = pid
         self.pidfd = os.pidfd_open(pid)
         self.status: ExitStatus | None = None
-        self._me = psutil.Process()
+        self._me: psutil.Process | None = None
 
     def poll(self) -> ExitStatus | None:
         """Reap the main process if it exited; return its status (None while it runs)."""
@@ -82,8 +84,20 @@ class TaskProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
+    def has_descendants(self) -> bool:
+        """Whether any process of the task's tree is still alive; reaps the dead ones.
+
+        Cheap, no ``/proc`` scan: the supervisor is a child subreaper, so it is an ancestor
+        of every such process and has one only while ``waitpid`` still finds a child.
+        """
+        return self._reap_children()
+
     def descendants(self) -> list[psutil.Process]:
         """Every living descendant of the supervisor: the task tree, including escaped processes."""
+        import psutil  # only needed when something is left to stop: keep it off start-up
+
+        if self._me is None:
+            self._me = psutil.Process()
         try:
             children = self._me.children(recursive=True)
         except psutil.Error:
@@ -101,27 +115,25 @@ class TaskProcess:
         Returns the pids still alive at the deadline (empty when everything was reaped).
         """
         self.signal_group(signal.SIGKILL)
-        while True:
+        while self._reap_children():
             alive = self.descendants()
             for proc in alive:
-                with contextlib.suppress(psutil.Error):
-                    proc.send_signal(signal.SIGKILL)
-            self._reap_children()
-            if self.status is None:
-                self.poll()
-            if not alive or time.monotonic() >= deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+            if time.monotonic() >= deadline:
                 return [p.pid for p in alive]
             time.sleep(0.01)  # polling for kernel teardown of killed processes; bounded
+        return []
 
-    def _reap_children(self) -> None:
-        # Reap zombies re-parented to us (we are a subreaper); never the main process twice.
+    def _reap_children(self) -> bool:
+        """Reap every dead child (re-parented orphans too); True while living ones remain."""
         while True:
             try:
                 pid, raw = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                return False
             if pid == 0:
-                return
+                return True
             if pid == self.pid and self.status is None:
                 if os.WIFSIGNALED(raw):
                     self.status = ExitStatus(signal=os.WTERMSIG(raw))

@@ -397,7 +397,7 @@ class Supervision:
 
     def _sweep_after_exit(self, now: float) -> None:
         # The main process is gone; what is left of its tree must go too, within the grace.
-        if not self.process.descendants():
+        if not self.process.has_descendants():
             self._tree_is_gone()
         elif self.kill_deadline is None:
             self.log.supervisor("warning", "Task left processes behind; stopping them")
