@@ -7,7 +7,6 @@ server or anything else, even holding a stolen token. Needs root (``CAP_SYS_ADMI
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import os
 import socket
@@ -24,7 +23,7 @@ _IFREQ = "16sH14s"
 
 def enter_loopback_only_namespace() -> None:
     """Move the calling process into a new network namespace and bring ``lo`` up."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the interpreter is linked against libc
     if libc.unshare(_CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"unshare(CLONE_NEWNET): {os.strerror(errno)} (needs root)")

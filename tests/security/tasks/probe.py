@@ -2,7 +2,8 @@
 
 Probes that run as ``nobody`` import only what the task runner already loaded, or what
 lives in the repository and the venv: the interpreter's own files may be unreadable to
-``nobody`` (a Python under /root).
+``nobody`` (a Python under /root). Hence ``os.path`` rather than ``pathlib``, and no
+``select``.
 
 ``tests/security`` runs these under a real ``supervise``. A probe never searches for the
 token itself (holding the needle would put it in the memory being searched): it copies
@@ -18,10 +19,8 @@ import errno
 import logging
 import os
 import re
-import select
 import stat
 import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -38,18 +37,19 @@ _JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]
 class Evidence:
     """Copies of what the probe could read (``<name>.bin``) and why it could not read the rest."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: str) -> None:
         self.out = out
         self.report: dict[str, Any] = {"errors": {}, "sizes": {}}
 
     def keep(self, name: str, data: bytes) -> None:
-        (self.out / f"{name}.bin").write_bytes(data)
+        with open(os.path.join(self.out, f"{name}.bin"), "wb") as f:
+            f.write(data)
         self.report["sizes"][name] = len(data)
 
     def refused(self, name: str, exc: OSError) -> None:
         self.report["errors"][name] = errno.errorcode.get(exc.errno or 0, str(exc))
 
-    def read_file(self, name: str, path: str | Path) -> bytes | None:
+    def read_file(self, name: str, path: str) -> bytes | None:
         try:
             with open(path, "rb") as f:
                 data = f.read(_READ_LIMIT)
@@ -62,7 +62,8 @@ class Evidence:
     def read_memory(self, name: str, pid: str) -> None:
         """Every readable mapping of ``pid`` through ``/proc/<pid>/mem``, concatenated."""
         try:
-            maps = Path(f"/proc/{pid}/maps").read_text()
+            with open(f"/proc/{pid}/maps") as f:
+                maps = f.read()
             mem = open(f"/proc/{pid}/mem", "rb", buffering=0)  # noqa: SIM115
         except OSError as exc:
             self.refused(name, exc)
@@ -86,12 +87,13 @@ class Evidence:
         self.keep(name, b"".join(chunks))
 
     def save(self) -> None:
-        (self.out / "report.json").write_bytes(msgspec.json.encode(self.report))
+        with open(os.path.join(self.out, "report.json"), "wb") as f:
+            f.write(msgspec.json.encode(self.report))
 
 
 def token_hunt() -> dict[str, Any]:
     """Look everywhere a task could find its try's token; leave the copies in ``$PROBE_OUT``."""
-    ev = Evidence(Path(os.environ["PROBE_OUT"]))
+    ev = Evidence(os.environ["PROBE_OUT"])
     ev.report["uid"], ev.report["gid"], ev.report["groups"] = (
         os.getuid(),
         os.getgid(),
@@ -174,18 +176,32 @@ def _read_fds(ev: Evidence) -> dict[str, str]:
         try:
             if stat.S_ISREG(mode):
                 ev.keep(f"fd_{name}", os.pread(fd, _READ_LIMIT, 0))
-            elif select.select([fd], [], [], 0)[0]:
-                ev.keep(f"fd_{name}", os.read(fd, _READ_LIMIT))
+            else:
+                ev.keep(f"fd_{name}", _read_without_blocking(fd))
+        except BlockingIOError:
+            pass  # nothing to read now
         except OSError as exc:
             ev.refused(f"fd_{name}", exc)
     return seen
 
 
+def _read_without_blocking(fd: int) -> bytes:
+    # Not select(): a run_as task can import only what its user may read, and this test
+    # machine's Python lives under /root.
+    was_blocking = os.get_blocking(fd)
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, _READ_LIMIT)
+    finally:
+        os.set_blocking(fd, was_blocking)
+
+
 def prints_tokens_found_in_supervisor_memory() -> int:
     """A same-user root task reads its supervisor's memory and prints every JWT it finds."""
-    mem_path = Path(os.environ["PROBE_OUT"]) / "supervisor_mem.bin"
+    mem_path = os.path.join(os.environ["PROBE_OUT"], "supervisor_mem.bin")
     token_hunt()
-    found = sorted(set(_JWT.findall(mem_path.read_bytes())))
+    with open(mem_path, "rb") as f:
+        found = sorted(set(_JWT.findall(f.read())))
     for token in found:
         print(f"stolen token: {token.decode()}", flush=True)
     return len(found)
@@ -193,7 +209,8 @@ def prints_tokens_found_in_supervisor_memory() -> int:
 
 def reads_activity_then_prints_its_token() -> None:
     """A same-user task reads the activity file and prints the token, whole and in parts."""
-    token = msgspec.json.decode(Path(os.environ["PROBE_ACTIVITY"]).read_bytes())["token"]
+    with open(os.environ["PROBE_ACTIVITY"], "rb") as f:
+        token = msgspec.json.decode(f.read())["token"]
     print(f"token: {token}", flush=True)
     print(f"signature: {token.rsplit('.', 1)[1]}", flush=True)
     sys.stderr.write(f"token on stderr: {token}\n")
@@ -202,17 +219,17 @@ def reads_activity_then_prints_its_token() -> None:
 
 def run_as_snoop() -> dict[str, Any]:
     """As the run_as user: who am I, and can I read the activity file or the log directory?"""
-    ev = Evidence(Path(os.environ["PROBE_OUT"]))
+    ev = Evidence(os.environ["PROBE_OUT"])
     ev.report["uid"], ev.report["gid"], ev.report["groups"] = (
         os.getuid(),
         os.getgid(),
         os.getgroups(),
     )
     ev.read_file("activity", os.environ["PROBE_ACTIVITY"])
-    log_dir = Path(os.environ["PROBE_LOG_DIR"])
+    log_dir = os.environ["PROBE_LOG_DIR"]
     ev.report["log_dir_listing"] = sorted(os.listdir(log_dir))
     for name in ev.report["log_dir_listing"]:
-        ev.read_file(f"log_dir/{name}", log_dir / name)
+        ev.read_file(f"log_dir/{name}", os.path.join(log_dir, name))
     print("run_as probe wrote this line", flush=True)
     ev.save()
     return {"uid": os.getuid()}
