@@ -105,6 +105,7 @@ def render(machine: dict[str, Any], rows: list[Row], command: str) -> str:
         f"{' '.join(str(x) for x in machine['load_average_at_start'])}, at end "
         f"{' '.join(str(x) for x in machine.get('load_average_at_end', []))} "
         "(a shared machine: compare medians and ratios)",
+        "",
         f"Command: `{command}`. Medians (min-max, n = runs or samples).",
         "",
         "| benchmark | taskvisor | floor | x floor | target | met |",
