@@ -2,15 +2,24 @@
 
 Pure functions of what the supervisor saw: the terminal message (if any), the process's exit
 status, why the supervisor stopped the task (if it did) and the run context's
-``should_retry``. Nothing here does I/O.
+``should_retry``; and the ``PATCH .../state`` bodies that report the result. No I/O here.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import signal
 from dataclasses import dataclass
 
+from comms.api import (
+    TIDeferredStatePayload,
+    TIRescheduleStatePayload,
+    TIRetryStatePayload,
+    TIStateUpdate,
+    TISuccessStatePayload,
+    TITerminalStatePayload,
+)
 from comms.messages import (
     DeferTask,
     RescheduleTask,
@@ -21,7 +30,15 @@ from comms.messages import (
 )
 from supervisor.process import ExitStatus
 
-__all__ = ["ExitCode", "Outcome", "StopReason", "decide", "reported_at_once"]
+__all__ = [
+    "ExitCode",
+    "Outcome",
+    "StopReason",
+    "decide",
+    "payload_for_state",
+    "reported_at_once",
+    "state_payload",
+]
 
 
 class ExitCode(enum.IntEnum):
@@ -133,3 +150,33 @@ _STOP_WORDING = {
 
 def _exit_code(state: str) -> ExitCode:
     return ExitCode.OK if state in _OK_STATES else ExitCode.FAILED
+
+
+def state_payload(msg: TerminalRequest, now: dt.datetime) -> TIStateUpdate:
+    """The ``PATCH .../state`` body for a terminal message received at ``now``."""
+    end = getattr(msg, "end_date", None) or now
+    if isinstance(msg, DeferTask):
+        timeout = (
+            dt.timedelta(seconds=msg.trigger_timeout) if msg.trigger_timeout is not None else None
+        )
+        return TIDeferredStatePayload(
+            classpath=msg.classpath,
+            trigger_kwargs=msg.trigger_kwargs,
+            trigger_timeout=timeout,
+            next_method=msg.next_method,
+            next_kwargs=msg.next_kwargs,
+        )
+    if isinstance(msg, RescheduleTask):
+        return TIRescheduleStatePayload(reschedule_date=msg.reschedule_date, end_date=end)
+    return payload_for_state(state_of(msg), end)
+
+
+def payload_for_state(state: str, end: dt.datetime) -> TIStateUpdate:
+    """The ``PATCH .../state`` body of a state the supervisor decided itself."""
+    if state == "success":
+        return TISuccessStatePayload(end_date=end)
+    if state == "up_for_retry":
+        return TIRetryStatePayload(end_date=end)
+    if state in ("failed", "skipped"):
+        return TITerminalStatePayload(state=state, end_date=end)  # type: ignore[arg-type]
+    raise AssertionError(f"{state} is only reported from the task's own message")

@@ -42,7 +42,7 @@ from supervisor.errors import (
 )
 from supervisor.masking import Masker, is_sensitive_key
 
-__all__ = ["DataRequest", "Relay"]
+__all__ = ["DataRequest", "Relay", "RequestIds"]
 
 #: Requests answered by the relay (terminal requests are the supervisor's own business).
 DataRequest = (
@@ -200,3 +200,24 @@ def _error_for(request: DataRequest, exc: ServerResponseError) -> ErrorResponse:
     if isinstance(exc, Unauthorized):
         return ErrorResponse(id=request.id, error=ErrorCode.PERMISSION_DENIED, detail=detail)
     return ErrorResponse(id=request.id, error=ErrorCode.API_SERVER_ERROR, detail=detail)
+
+
+class RequestIds:
+    """The request ids a task used: a replayed request is refused, never run twice.
+
+    Compact for well-behaved tasks: ids ``1..floor`` are all used, the set holds the rest.
+    """
+
+    def __init__(self) -> None:
+        self._floor = 0
+        self._above: set[int] = set()
+
+    def first_use(self, rid: int) -> bool:
+        """Record ``rid``; False if it was used before."""
+        if 0 < rid <= self._floor or rid in self._above:
+            return False
+        self._above.add(rid)
+        while self._floor + 1 in self._above:
+            self._floor += 1
+            self._above.remove(self._floor)
+        return True

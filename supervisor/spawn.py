@@ -26,11 +26,14 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import TYPE_CHECKING, Literal, NoReturn
 
 import msgspec
 
-__all__ = ["Launch", "Zygote", "fork_zygote"]
+if TYPE_CHECKING:
+    from supervisor.activity import Activity, RunAs
+
+__all__ = ["Launch", "Zygote", "fork_zygote", "task_environment"]
 
 # Signals whose disposition or mask a parent (Celery, a shell, a container init) may have
 # changed; the task must start with the defaults.
@@ -93,6 +96,20 @@ class Zygote:
         """Close the control pipe without a launch: the zygote exits without running anything."""
         with contextlib.suppress(OSError):
             os.close(self.control)
+
+
+def task_environment(activity: Activity, run_as: RunAs | None) -> dict[str, str]:
+    """The supervisor's environment minus its own secrets, plus the activity's ``env``."""
+    token = activity.token
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TASKVISOR_") and "JWT" not in k.upper() and token not in v
+    }
+    if run_as is not None:
+        env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
+    env.update(activity.env)
+    return env
 
 
 def fork_zygote() -> Zygote:

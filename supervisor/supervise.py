@@ -3,8 +3,9 @@
 One thread owns every file descriptor: a selector over the task's channel, stdout, stderr,
 its pidfd, a wake-up pipe for results of worker threads, and a pipe for signals. The loop
 never waits on the network: API calls run on a small worker pool, heartbeats on their own
-thread, and their results come back through :class:`_Inbox`. Stopping the task is one path,
-:meth:`Supervision._stop` (SIGTERM to the tree, grace, SIGKILL, reap), whatever the reason.
+thread, and their results come back through :class:`~supervisor.wakeups.Inbox`. Stopping
+the task is one path, :meth:`Supervision._stop` (SIGTERM to the tree, grace, SIGKILL,
+reap), whatever the reason.
 """
 
 from __future__ import annotations
@@ -15,27 +16,20 @@ import datetime as dt
 import functools
 import getpass
 import os
-import queue
 import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable
 from traceback import format_exc
 from typing import Any
 
 import msgspec
 
 from comms.api import (
-    TIDeferredStatePayload,
     TIEnterRunningPayload,
     TIHeartbeatInfo,
-    TIRescheduleStatePayload,
-    TIRetryStatePayload,
     TIRunContext,
     TIStateUpdate,
-    TISuccessStatePayload,
-    TITerminalStatePayload,
 )
 from comms.framing import BadLine, LineDecoder, encode
 from comms.messages import (
@@ -63,11 +57,20 @@ from supervisor.config import SupervisorConfig
 from supervisor.errors import ActivityError, ApiError, ServerResponseError, ServerUnreachable
 from supervisor.heartbeat import Heartbeat
 from supervisor.masking import Masker
-from supervisor.outcome import ExitCode, Outcome, StopReason, decide, state_of
+from supervisor.outcome import (
+    ExitCode,
+    Outcome,
+    StopReason,
+    decide,
+    payload_for_state,
+    state_of,
+    state_payload,
+)
 from supervisor.process import ExitStatus, TaskProcess
-from supervisor.relay import Relay
-from supervisor.spawn import Launch, Zygote
+from supervisor.relay import Relay, RequestIds
+from supervisor.spawn import Launch, Zygote, task_environment
 from supervisor.tasklog import StreamReassembler, TaskLog
+from supervisor.wakeups import Inbox, SignalPipe
 
 __all__ = ["supervise"]
 
@@ -106,37 +109,6 @@ def supervise(
         log.close()
 
 
-class _Inbox:
-    """Results posted by worker threads to the loop thread, with a wake-up pipe."""
-
-    def __init__(self) -> None:
-        self.read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._items: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self.closed = False
-
-    def post(self, action: Callable[[], None]) -> None:
-        if self.closed:
-            return  # a worker finished after the try ended: nobody is listening
-        self._items.put(action)
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._write_fd, b"\0")
-
-    def drain(self) -> list[Callable[[], None]]:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.read_fd, 4096):
-                pass
-        actions = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                actions.append(self._items.get_nowait())
-        return actions
-
-    def close(self) -> None:
-        self.closed = True
-        os.close(self.read_fd)
-        os.close(self._write_fd)
-
-
 class Supervision:
     """The state of one supervised task try."""
 
@@ -170,7 +142,7 @@ class Supervision:
         )
         self.process = TaskProcess(zygote.pid)
         self.relay = Relay(self.client, self.ti, activity.context, masker)
-        self.inbox = _Inbox()
+        self.inbox = Inbox()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay")
         self.decoder: LineDecoder[TaskMessage] = LineDecoder(TaskMessage, max_line=config.max_line)
         self.stdout = StreamReassembler(log, "task.stdout", "info")
@@ -179,7 +151,7 @@ class Supervision:
         self.outbox = bytearray()
         self.to_task_open = True
         self.hello: Hello | None = None
-        self.request_ids = _RequestIds()
+        self.request_ids = RequestIds()
         self.context: TIRunContext | None = None
         self.terminal: TerminalRequest | None = None
         self.report: concurrent.futures.Future[None] | None = None
@@ -195,7 +167,7 @@ class Supervision:
 
     def run(self) -> ExitCode:
         """Start the task on the server, relay until it is gone, report its outcome."""
-        signals = _SignalPipe()
+        signals = SignalPipe()
         try:
             self.log.supervisor(
                 "info", "Starting task", **describe(self.activity), pid=self.zygote.pid
@@ -256,7 +228,7 @@ class Supervision:
     def _launch(self) -> None:
         assert self.context is not None
         activity = self.activity
-        env = _task_environment(activity, self.run_as)
+        env = task_environment(activity, self.run_as)
         if activity.command is not None:
             launch = Launch(kind="command", argv=activity.command, env=env, cwd=os.getcwd())
         else:
@@ -552,7 +524,7 @@ class Supervision:
         state = state_of(msg)
         self.log.supervisor("info", f"Task reported {state}", reason=getattr(msg, "reason", None))
         if not isinstance(msg, TaskState):
-            self.report = self.pool.submit(self._report_state, _state_payload(msg, _now()))
+            self.report = self.pool.submit(self._report_state, state_payload(msg, _now()))
         self._send(OKResponse(id=msg.id))
 
     def _server_said_stop(self, exc: ServerResponseError) -> None:
@@ -651,7 +623,7 @@ class Supervision:
             if self.report is not None:
                 self.report.result()
             else:
-                self._report_state(_state_payload_for(outcome.state, _now()))
+                self._report_state(payload_for_state(outcome.state, _now()))
         except Exception as exc:  # whatever went wrong, the state is kept on disk
             return str(exc)
         return None
@@ -684,48 +656,6 @@ class Supervision:
         )
 
 
-def _state_payload(msg: TerminalRequest, now: dt.datetime) -> TIStateUpdate:
-    end = getattr(msg, "end_date", None) or now
-    if isinstance(msg, DeferTask):
-        timeout = (
-            dt.timedelta(seconds=msg.trigger_timeout) if msg.trigger_timeout is not None else None
-        )
-        return TIDeferredStatePayload(
-            classpath=msg.classpath,
-            trigger_kwargs=msg.trigger_kwargs,
-            trigger_timeout=timeout,
-            next_method=msg.next_method,
-            next_kwargs=msg.next_kwargs,
-        )
-    if isinstance(msg, RescheduleTask):
-        return TIRescheduleStatePayload(reschedule_date=msg.reschedule_date, end_date=end)
-    return _state_payload_for(state_of(msg), end)
-
-
-def _state_payload_for(state: str, end: dt.datetime) -> TIStateUpdate:
-    if state == "success":
-        return TISuccessStatePayload(end_date=end)
-    if state == "up_for_retry":
-        return TIRetryStatePayload(end_date=end)
-    if state in ("failed", "skipped"):
-        return TITerminalStatePayload(state=state, end_date=end)  # type: ignore[arg-type]
-    raise AssertionError(f"{state} is only reported from the task's own message")
-
-
-def _task_environment(activity: Activity, run_as: RunAs | None) -> dict[str, str]:
-    """The supervisor's environment minus its own secrets, plus the activity's ``env``."""
-    token = activity.token
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("TASKVISOR_") and "JWT" not in k.upper() and token not in v
-    }
-    if run_as is not None:
-        env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
-    env.update(activity.env)
-    return env
-
-
 #: Loggers only the supervisor writes; a task's record naming one is filed under ``task.``.
 _SUPERVISOR_LOGGERS = frozenset({"supervisor", "task.stdout", "task.stderr", "task.metrics"})
 
@@ -733,55 +663,6 @@ _SUPERVISOR_LOGGERS = frozenset({"supervisor", "task.stdout", "task.stderr", "ta
 def _task_logger(name: str) -> str:
     """The logger a task's record is written under: never one that passes for ours."""
     return f"task.{name}" if name in _SUPERVISOR_LOGGERS else name
-
-
-class _RequestIds:
-    """The request ids a task used: a replayed request is refused, never run twice.
-
-    Compact for well-behaved tasks: ids ``1..floor`` are all used, the set holds the rest.
-    """
-
-    def __init__(self) -> None:
-        self._floor = 0
-        self._above: set[int] = set()
-
-    def first_use(self, rid: int) -> bool:
-        """Record ``rid``; False if it was used before."""
-        if 0 < rid <= self._floor or rid in self._above:
-            return False
-        self._above.add(rid)
-        while self._floor + 1 in self._above:
-            self._floor += 1
-            self._above.remove(self._floor)
-        return True
-
-
-class _SignalPipe:
-    """SIGTERM and SIGINT delivered to a pipe the loop watches, instead of killing us."""
-
-    def __init__(self) -> None:
-        self.read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        # A parent (Celery, a shell) may have left SIGCHLD ignored: children would then be
-        # reaped by the kernel and their exit status lost.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
-        for sig in _STOP_SIGNALS:
-            signal.signal(sig, _ignore)
-
-    def close(self) -> None:
-        signal.set_wakeup_fd(-1)
-        for sig in _STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        os.close(self._write_fd)
-        os.close(self.read_fd)
-
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def _ignore(signum: int, frame: object) -> None:
-    """Python-level handler; the wake-up fd carries the signal to the loop."""
 
 
 def _hostname() -> str:
