@@ -92,7 +92,8 @@ if sys.argv[1] == "daemon":
 fd = os.open(os.path.join(os.environ["FAULT_DIR"], "pids"), os.O_WRONLY | os.O_APPEND)
 os.write(fd, f"{os.getpid()}\\n".encode())
 os.close(fd)
-print("grandchild", sys.argv[1], "holds stdout and stderr open", flush=True)
+# One write() per line: grandchildren share the pipe, and print() may write in pieces.
+os.write(1, f"grandchild {sys.argv[1]} holds stdout and stderr open\\n".encode())
 time.sleep(300)
 """
 
