@@ -1,0 +1,1 @@
+"""taskvisor benchmarks: ``python -m benchmarks`` (see ``docs/benchmarks.md``)."""
