@@ -61,7 +61,7 @@ class TaskLog:
         event: str,
         fields: dict[str, Any] | None = None,
         *,
-        timestamp: str | None = None,
+        timestamp: str | dt.datetime | None = None,
     ) -> None:
         """Write one structured record; every string in it is masked.
 
