@@ -28,6 +28,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Cancel",
     "ConnectionResult",
+    "DataRequest",
     "DeferTask",
     "DeleteVariable",
     "DeleteXCom",
@@ -56,6 +57,7 @@ __all__ = [
     "ToTask",
     "VariableResult",
     "XComResult",
+    "state_of",
 ]
 
 #: Version of this protocol. Both sides state it in their first message.
@@ -290,7 +292,8 @@ class ErrorResponse(_Response, kw_only=True):
     detail: dict[str, JsonValue] = msgspec.field(default_factory=dict)
 
 
-Request = (
+#: Requests for data, answered by the supervisor's relay.
+DataRequest = (
     GetVariable
     | PutVariable
     | DeleteVariable
@@ -299,13 +302,10 @@ Request = (
     | SetXCom
     | DeleteXCom
     | MaskSecret
-    | SucceedTask
-    | RetryTask
-    | TaskState
-    | DeferTask
-    | RescheduleTask
 )
+#: The requests that end a try; exactly one per try.
 TerminalRequest = SucceedTask | RetryTask | TaskState | DeferTask | RescheduleTask
+Request = DataRequest | TerminalRequest
 
 #: Everything a task may send.
 TaskMessage = Hello | Log | Metric | Request
@@ -314,3 +314,16 @@ Response = OKResponse | VariableResult | ConnectionResult | XComResult | ErrorRe
 
 #: Everything a supervisor may send.
 ToTask = StartupDetails | Cancel | Response
+
+
+def state_of(terminal: TerminalRequest) -> str:
+    """The Airflow task instance state a terminal message reports."""
+    if isinstance(terminal, SucceedTask):
+        return "success"
+    if isinstance(terminal, RetryTask):
+        return "up_for_retry"
+    if isinstance(terminal, DeferTask):
+        return "deferred"
+    if isinstance(terminal, RescheduleTask):
+        return "up_for_reschedule"
+    return terminal.state

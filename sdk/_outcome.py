@@ -35,6 +35,7 @@ from comms.messages import (
     SucceedTask,
     TaskState,
     TerminalRequest,
+    state_of,
 )
 from sdk._entrypoint import call_entrypoint, load_entrypoint
 from sdk._json_values import NotJsonError, ensure_json
@@ -62,19 +63,6 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     def reason(self) -> str | None:
         """The short reason given with a failed, retried or skipped outcome."""
         return getattr(self.terminal, "reason", None)
-
-
-def state_of(terminal: TerminalRequest) -> str:
-    """The task instance state a terminal message reports."""
-    if isinstance(terminal, SucceedTask):
-        return "success"
-    if isinstance(terminal, RetryTask):
-        return "up_for_retry"
-    if isinstance(terminal, DeferTask):
-        return "deferred"
-    if isinstance(terminal, RescheduleTask):
-        return "up_for_reschedule"
-    return terminal.state
 
 
 def run_task(target: str | Callable[..., Any], context: Context) -> Outcome:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from comms.api import TaskInstance
+from comms.api import ConnectionResponse, TaskInstance
 from supervisor.errors import ActivityError
 
 __all__ = ["Activity", "ConnectionSpec", "PushContext", "RunAs", "parse_activity", "resolve_run_as"]
@@ -24,17 +24,8 @@ _ENTRYPOINT = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class ConnectionSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A pre-injected connection (push mode), Airflow's connection fields."""
-
-    conn_id: str
-    conn_type: str
-    host: str | None = None
-    schema: str | None = None
-    login: str | None = None
-    password: str | None = None
-    port: int | None = None
-    extra: str | None = None
+class ConnectionSpec(ConnectionResponse, forbid_unknown_fields=True):
+    """A pre-injected connection (push mode): the fields of Airflow's connection response."""
 
 
 class PushContext(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -24,9 +24,9 @@ from comms.messages import (
     DeferTask,
     RescheduleTask,
     RetryTask,
-    SucceedTask,
     TaskState,
     TerminalRequest,
+    state_of,
 )
 from supervisor.process import ExitStatus
 
@@ -74,19 +74,6 @@ class Outcome:
 
 
 _OK_STATES = {"success", "skipped", "deferred", "up_for_reschedule"}
-
-
-def state_of(terminal: TerminalRequest) -> str:
-    """The Airflow state a terminal message asks for."""
-    if isinstance(terminal, SucceedTask):
-        return "success"
-    if isinstance(terminal, RetryTask):
-        return "up_for_retry"
-    if isinstance(terminal, DeferTask):
-        return "deferred"
-    if isinstance(terminal, RescheduleTask):
-        return "up_for_reschedule"
-    return terminal.state
 
 
 def reported_at_once(terminal: TerminalRequest) -> bool:

@@ -16,6 +16,7 @@ import msgspec
 from comms.api import ConnectionResponse, TaskInstance
 from comms.messages import (
     ConnectionResult,
+    DataRequest,
     DeleteVariable,
     DeleteXCom,
     ErrorCode,
@@ -42,19 +43,7 @@ from supervisor.errors import (
 )
 from supervisor.masking import Masker, is_sensitive_key
 
-__all__ = ["DataRequest", "Relay", "RequestIds"]
-
-#: Requests answered by the relay (terminal requests are the supervisor's own business).
-DataRequest = (
-    GetVariable
-    | PutVariable
-    | DeleteVariable
-    | GetConnection
-    | GetXCom
-    | SetXCom
-    | DeleteXCom
-    | MaskSecret
-)
+__all__ = ["Relay", "RequestIds"]
 
 _json = msgspec.json.Encoder()
 
@@ -173,17 +162,7 @@ class Relay:
 
 
 def _connection_result(rid: int, conn: ConnectionSpec | ConnectionResponse) -> ConnectionResult:
-    return ConnectionResult(
-        id=rid,
-        conn_id=conn.conn_id,
-        conn_type=conn.conn_type,
-        host=conn.host,
-        schema=conn.schema,
-        login=conn.login,
-        password=conn.password,
-        port=conn.port,
-        extra=conn.extra,
-    )
+    return ConnectionResult(id=rid, **msgspec.structs.asdict(conn))
 
 
 _NOT_FOUND = {

@@ -50,6 +50,7 @@ from comms.messages import (
     TaskMessage,
     TaskState,
     TerminalRequest,
+    state_of,
 )
 from supervisor.activity import Activity, RunAs, describe
 from supervisor.client import ExecutionApiClient, RetryPolicy
@@ -63,7 +64,6 @@ from supervisor.outcome import (
     StopReason,
     decide,
     payload_for_state,
-    state_of,
     state_payload,
 )
 from supervisor.process import ExitStatus, TaskProcess
