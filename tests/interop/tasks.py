@@ -101,7 +101,10 @@ def waits_for_release() -> str:
     The test decides how long the task runs (heartbeats, mid-run state changes) by creating
     the release file; the deadline only bounds a test that never does.
     """
-    Path(os.environ["INTEROP_PID_FILE"]).write_text(str(os.getpid()))
+    pid_file = Path(os.environ["INTEROP_PID_FILE"])
+    staged = pid_file.with_suffix(".partial")
+    staged.write_text(str(os.getpid()))
+    staged.replace(pid_file)  # atomically: the test never reads a half-written pid
     release = Path(os.environ["INTEROP_RELEASE"])
     deadline = time.monotonic() + 120
     while not release.exists():

@@ -166,6 +166,12 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60) -> 
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+def task_pid(pid_file: Path) -> int:
+    """The pid ``tasks.py:waits_for_release`` leaves once it runs (waits for it)."""
+    wait_until(pid_file.exists, "the task to start")
+    return int(pid_file.read_text())
+
+
 def task_log(airflow: Airflow, workload: Workload) -> list[dict[str, Any]]:
     """Our log file for this try, one JSON object per line."""
     lines = (airflow.log_folder / workload.log_path).read_text().splitlines()
@@ -337,8 +343,7 @@ def test_task_killed_from_outside_is_up_for_retry_in_airflow(
     activity = activity_for(airflow, workload, entrypoint="waits_for_release", env=env)
 
     with supervising(tmp_path, activity) as proc:
-        wait_until(pid_file.exists, "the task to start")
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)  # as the OOM killer would
+        os.kill(task_pid(pid_file), signal.SIGKILL)  # as the OOM killer would
         result = finish(proc)
 
     assert result.returncode == FAILED_OR_RETRY, result
@@ -373,12 +378,14 @@ def test_timeout_kills_the_task_and_airflow_records_failure(
     pid_file = tmp_path / "pid"
     env = {"INTEROP_PID_FILE": str(pid_file), "INTEROP_RELEASE": str(tmp_path / "never")}
     activity = activity_for(airflow, workload, entrypoint="waits_for_release", env=env)
-    activity["timeout"] = 2
+    activity["timeout"] = 5  # long enough for the task to start even on a loaded machine
 
-    result = supervise(tmp_path, activity, kill_grace="1")
+    with supervising(tmp_path, activity, kill_grace="1") as proc:
+        task = psutil.Process(task_pid(pid_file))
+        result = finish(proc)
 
     assert result.returncode == FAILED_OR_RETRY, result
-    assert not psutil.pid_exists(int(pid_file.read_text()))
+    assert not task.is_running()
     assert airflow.rest_ti(workload)["state"] == "failed"
 
 
@@ -508,8 +515,7 @@ def test_user_action_in_airflow_mid_run_stops_task_and_exits_5(
     activity = activity_for(airflow, workload, entrypoint="waits_for_release", env=env)
 
     with supervising(tmp_path, activity, heartbeat_interval="0.5", kill_grace="2") as proc:
-        wait_until(pid_file.exists, "the task to start")
-        task = psutil.Process(int(pid_file.read_text()))
+        task = psutil.Process(task_pid(pid_file))
         # What a user does in Airflow's UI while the task runs.
         if action == "mark_failed":
             airflow.rest_set_state(workload, "failed")
