@@ -22,6 +22,7 @@ fd N    Python tasks only: the stdout pipe (``task.stdout``), handed to
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -120,6 +121,9 @@ def fork_zygote() -> Zygote:
     stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
     control_r, control_w = os.pipe2(os.O_CLOEXEC)
     supervisor_pid = os.getpid()
+    # Objects that exist now are shared with the child copy-on-write; keep the cyclic GC of
+    # either process from touching (and so copying) their pages.
+    gc.freeze()
     pid = os.fork()
     if pid == 0:
         for fd in (to_task_w, from_task_r, stdout_r, stderr_r, control_w):
