@@ -67,11 +67,6 @@ class Masker:
         self.add(token)
         self.add(token.rsplit(".", 1)[-1])
 
-    def add_all(self, values: Iterable[Any]) -> None:
-        """Register several values."""
-        for value in values:
-            self.add(value)
-
     def mask(self, text: str) -> str:
         """Return ``text`` with every registered secret replaced by ``***``."""
         pattern = self._compiled()

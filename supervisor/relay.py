@@ -53,7 +53,7 @@ class Relay:
 
     def __init__(
         self,
-        client: ExecutionApiClient | None,
+        client: ExecutionApiClient,
         ti: TaskInstance,
         context: PushContext | None,
         masker: Masker,
@@ -67,10 +67,6 @@ class Relay:
             self._register_variable(key, value)
         for conn in self._connections.values():
             self._register_connection(conn)
-
-    def bind(self, client: ExecutionApiClient) -> None:
-        """Attach the API client (created after the task child was forked)."""
-        self._client = client
 
     def answer_locally(self, request: DataRequest) -> Response | None:
         """Answer without the network, or return None when the API must be asked."""
@@ -87,7 +83,6 @@ class Relay:
 
     def answer_remote(self, request: DataRequest) -> Response:
         """Answer through the Execution API (blocking; call on a worker thread)."""
-        assert self._client is not None, "bind() the client before relaying"
         try:
             return self._call(self._client, request)
         except ServerResponseError as exc:

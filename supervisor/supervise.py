@@ -35,20 +35,15 @@ from comms.framing import BadLine, LineDecoder, encode
 from comms.messages import (
     PROTOCOL_VERSION,
     Cancel,
-    DeferTask,
     ErrorCode,
     ErrorResponse,
     Hello,
     Log,
     Metric,
     OKResponse,
-    RescheduleTask,
     Response,
-    RetryTask,
     StartupDetails,
-    SucceedTask,
     TaskMessage,
-    TaskState,
     TerminalRequest,
     state_of,
 )
@@ -64,6 +59,7 @@ from supervisor.outcome import (
     StopReason,
     decide,
     payload_for_state,
+    reported_at_once,
     state_payload,
 )
 from supervisor.process import ExitStatus, TaskProcess
@@ -75,7 +71,6 @@ from supervisor.wakeups import Inbox, SignalPipe
 __all__ = ["supervise"]
 
 _READ_SIZE = 256 * 1024
-_TERMINAL = (SucceedTask, RetryTask, TaskState, DeferTask, RescheduleTask)
 _DESCENDANT_POLL = 0.05
 _MAX_WAIT = 3600.0
 
@@ -469,7 +464,7 @@ class Supervision:
                 ErrorCode.PROTOCOL_ERROR,
                 f"request id {msg.id} was already used in this try; the request was not run",
             )
-        elif isinstance(msg, _TERMINAL):
+        elif isinstance(msg, TerminalRequest):
             self._on_terminal(msg)
         else:
             local = self.relay.answer_locally(msg)
@@ -523,7 +518,7 @@ class Supervision:
         self.overtime_deadline = time.monotonic() + self.config.overtime
         state = state_of(msg)
         self.log.supervisor("info", f"Task reported {state}", reason=getattr(msg, "reason", None))
-        if not isinstance(msg, TaskState):
+        if reported_at_once(msg):
             self.report = self.pool.submit(self._report_state, state_payload(msg, _now()))
         self._send(OKResponse(id=msg.id))
 

@@ -11,7 +11,8 @@ from supervisor.masking import MASK, MIN_SECRET_LENGTH, Masker, is_sensitive_key
 
 def masker_with(*secrets: object) -> Masker:
     masker = Masker()
-    masker.add_all(secrets)
+    for secret in secrets:
+        masker.add(secret)
     return masker
 
 

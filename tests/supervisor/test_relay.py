@@ -310,16 +310,3 @@ def test_unreadable_server_answer_becomes_api_server_error_not_an_exception():
     assert isinstance(answer, ErrorResponse)
     assert answer.error is ErrorCode.API_SERVER_ERROR
     assert "unreadable" in answer.detail["message"]
-
-
-def test_client_can_be_bound_after_construction():
-    api = Api(
-        {("GET", "/execution/variables/k"): httpx.Response(200, json={"key": "k", "value": "v"})}
-    )
-    relay = Relay(None, TI, None, Masker())
-    relay.bind(
-        ExecutionApiClient("http://api.test/execution/", "tok", transport=httpx.MockTransport(api))
-    )
-    assert relay.answer_remote(GetVariable(id=1, key="k")) == VariableResult(
-        id=1, key="k", value="v"
-    )
