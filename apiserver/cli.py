@@ -26,7 +26,7 @@ from typing import Any
 
 from apiserver.auth import MIN_SECRET_BYTES, check_secret
 
-__all__ = ["main"]
+__all__ = ["listen", "main"]
 
 SECRET_ENV = "TASKVISOR_JWT_SECRET"  # noqa: S105 (the name of the variable, not a secret)
 
@@ -267,6 +267,25 @@ def _secret(args: argparse.Namespace) -> str:
     return secret
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: a free one), for uvicorn.
+
+    Created with ``IPPROTO_TCP`` spelled out: asyncio turns on ``TCP_NODELAY`` only for
+    accepted sockets whose protocol says TCP, and ``socket.create_server`` leaves it 0. Without
+    it, a response written as headers then body waits for the client's delayed ACK (~40 ms).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(1024)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -276,9 +295,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.fd is not None:
         listener = socket.socket(fileno=args.fd)
     else:
-        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         try:
-            listener = socket.create_server((args.host, args.port), family=family, backlog=1024)
+            listener = listen(args.host, args.port)
         except OSError as exc:
             print(f"taskvisor: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1

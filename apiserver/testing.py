@@ -41,6 +41,7 @@ import httpx
 
 from apiserver.admin import Admin
 from apiserver.auth import Scope, mint_token
+from apiserver.cli import listen
 
 __all__ = ["ReferenceServer", "ServerStartError"]
 
@@ -157,16 +158,10 @@ class ReferenceServer:
         self._wait_healthy()
 
     def _listen(self) -> socket.socket:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            # Rebinding the previous port right after stop() must not fail on TIME_WAIT.
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((_HOST, self.port))
-            listener.listen(1024)
-            listener.set_inheritable(True)
-        except BaseException:
-            listener.close()
-            raise
+        # SO_REUSEADDR: rebinding the previous port right after stop() must not fail on
+        # TIME_WAIT.
+        listener = listen(_HOST, self.port)
+        listener.set_inheritable(True)
         return listener
 
     def _wait_healthy(self) -> None:

@@ -230,3 +230,33 @@ def test_serve_on_a_busy_port_fails_clearly(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_the_listening_socket_makes_asyncio_turn_off_nagle_on_each_connection() -> None:
+    """uvicorn serves on ``listen()``'s socket through asyncio, which sets ``TCP_NODELAY`` on
+    an accepted connection only when the socket says it is TCP. Without it, every response
+    written as headers then body waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from apiserver.cli import listen
+
+    async def nodelay_of_an_accepted_connection() -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listen("127.0.0.1", 0))
+        async with server:
+            host, port = server.sockets[0].getsockname()[:2]
+            _, writer = await asyncio.open_connection(host, port)
+            try:
+                return await asyncio.wait_for(accepted, 10)
+            finally:
+                writer.close()
+
+    assert asyncio.run(nodelay_of_an_accepted_connection()) != 0
