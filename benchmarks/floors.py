@@ -78,6 +78,22 @@ def _pipe_rtt(n: int) -> dict[str, Any]:
     return {"ns": samples}
 
 
+def _python_call(n: int) -> dict[str, Any]:
+    """One Python function call that returns a value from a dict, timed like the SDK calls."""
+    values = {"bench_local": "value"}
+
+    def get(key: str) -> str:
+        return values[key]
+
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(n):
+        t0 = clock()
+        get("bench_local")
+        samples.append(clock() - t0)
+    return {"ns": samples}
+
+
 def _pipe_notify(n: int) -> dict[str, Any]:
     """One-way ``Log`` messages: encode + one write each, decoded by the reader."""
     import msgspec
@@ -138,6 +154,7 @@ def _pipe_copy(n: int) -> dict[str, Any]:
 _FRESH = {
     "fork": _fork,
     "pipe_rtt": _pipe_rtt,
+    "python_call": _python_call,
     "pipe_notify": _pipe_notify,
     "pipe_copy": _pipe_copy,
 }

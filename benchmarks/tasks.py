@@ -11,9 +11,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from sdk import Variable, XCom, log
+from sdk import Variable, XCom, log, mask_secret
 
 #: The pre-injected variable (served from the activity's context) and the server-side one.
 LOCAL_KEY = "bench_local"
@@ -30,28 +31,33 @@ def trivial() -> int:
     return 42
 
 
-def _time_calls(key: str) -> None:
+def _time_calls(call: Callable[[str], object], arg: str) -> None:
     n = int(os.environ["BENCH_N"])
-    get = Variable.get
     clock = time.perf_counter_ns
     for _ in range(min(50, n)):  # warm-up: first-call imports, connection set-up
-        get(key)
+        call(arg)
     samples = []
     for _ in range(n):
         t0 = clock()
-        get(key)
+        call(arg)
         samples.append(clock() - t0)
     _write_result({"ns": samples})
 
 
 def sdk_local() -> None:
-    """Time ``Variable.get`` of a variable the activity pre-injected (no network)."""
-    _time_calls(LOCAL_KEY)
+    """Time ``Variable.get`` of a variable the activity pushed (answered in this process)."""
+    _time_calls(Variable.get, LOCAL_KEY)
+
+
+def sdk_supervisor() -> None:
+    """Time ``mask_secret``: a request the supervisor answers itself, without the network
+    (as it answers a pushed variable to a task that does not use this SDK)."""
+    _time_calls(mask_secret, "bench-mask-secret-value")
 
 
 def sdk_relayed() -> None:
     """Time ``Variable.get`` of a variable only the server has (relayed by the supervisor)."""
-    _time_calls(REMOTE_KEY)
+    _time_calls(Variable.get, REMOTE_KEY)
 
 
 def print_lines() -> None:

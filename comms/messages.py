@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from comms.api import TaskInstance, TIRunContext
+from comms.api import ConnectionResponse, TaskInstance, TIRunContext
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -43,6 +43,8 @@ __all__ = [
     "MaskSecret",
     "Metric",
     "OKResponse",
+    "PushedConnection",
+    "PushedValues",
     "PutVariable",
     "Request",
     "RescheduleTask",
@@ -220,14 +222,33 @@ class RescheduleTask(_Request, kw_only=True):
 # --- supervisor -> task -----------------------------------------------------------------
 
 
-class StartupDetails(_Message, kw_only=True):
-    """The supervisor's first line: protocol version, what to run and the run context."""
+class PushedConnection(ConnectionResponse, kw_only=True, forbid_unknown_fields=True):
+    """A connection pushed to the task: the fields of :class:`ConnectionResult`."""
+
+
+class PushedValues(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Variables and connections the executor pushed with the activity (push mode).
+
+    The task may answer :class:`GetVariable` and :class:`GetConnection` for these itself; a
+    task that asks anyway gets the same answer from the supervisor.
+    """
+
+    variables: dict[str, str] = {}
+    connections: list[PushedConnection] = []
+
+
+class StartupDetails(_Message, kw_only=True, omit_defaults=True):
+    """The supervisor's first line: protocol version, what to run and the run context.
+
+    ``pushed`` is present only when the activity pushed values.
+    """
 
     protocol_version: int
     ti: TaskInstance
     ti_context: TIRunContext
     start_date: dt.datetime
     entrypoint: str | None = None
+    pushed: PushedValues | None = None
 
 
 class Cancel(_Message, kw_only=True):

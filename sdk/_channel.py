@@ -6,7 +6,9 @@ the *reader*: it reads lines and files every response under its ``id`` for whoev
 until its own arrives; then another waiter takes over. So requests from many threads can be
 in flight together, answered in any order.
 
-A :class:`~comms.messages.Cancel` from the supervisor is recorded in :attr:`Channel.cancel`.
+Requests for values the activity pushed (:mod:`comms.pushed`) are answered here, without a
+round trip. A :class:`~comms.messages.Cancel` from the supervisor is recorded in
+:attr:`Channel.cancel`.
 End of stream fails every waiting and later request with
 :class:`~sdk.errors.ChannelClosedError`.
 """
@@ -33,6 +35,7 @@ from comms.messages import (
     StartupDetails,
     ToTask,
 )
+from comms.pushed import PushedAnswers
 from sdk._version import SDK_NAME
 from sdk.context import Context
 from sdk.errors import ChannelClosedError
@@ -61,6 +64,7 @@ class Channel:
         self._reading = False  # a caller is reading on everyone's behalf
         self._closed: str | None = None
         self._context: Context | None = None
+        self._pushed = PushedAnswers(None)
         #: The supervisor's cancellation notice, once one arrived.
         self.cancel: Cancel | None = None
         # A process forked from the task shares these fds; if it used them it would take
@@ -94,6 +98,7 @@ class Channel:
                 f"this SDK speaks {PROTOCOL_VERSION}"
             )
         self._context = Context.from_startup(first)
+        self._pushed = PushedAnswers(first.pushed)
         return first
 
     def notify(self, message: Log | Metric) -> None:
@@ -103,10 +108,18 @@ class Channel:
     def request(self, message: Request) -> Response:
         """Send ``message`` with a fresh ``id`` and wait for the response with that ``id``.
 
-        Returns the response as received, ``ErrorResponse`` included. Raises
-        :class:`ChannelClosedError` if the channel closes first, and
+        Returns the response as received, ``ErrorResponse`` included, or the answer from
+        pushed values. Raises :class:`ChannelClosedError` if the channel closes first, and
         :class:`SupervisorProtocolError` if the supervisor's answer was not a valid message.
         """
+        local = self._pushed.answer(message)
+        if local is not None:
+            return local
+        response = self._round_trip(message)
+        self._pushed.learn(message, response)
+        return response
+
+    def _round_trip(self, message: Request) -> Response:
         request_id = next(self._ids)
         data = encode(msgspec.structs.replace(message, id=request_id))
         with self._state:

@@ -15,24 +15,14 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from comms.api import ConnectionResponse, TaskInstance
+from comms.api import TaskInstance
+from comms.messages import PushedValues
 from supervisor.errors import ActivityError
 
-__all__ = ["Activity", "ConnectionSpec", "PushContext", "RunAs", "parse_activity", "resolve_run_as"]
+__all__ = ["Activity", "RunAs", "parse_activity", "resolve_run_as"]
 
 _ENTRYPOINT = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class ConnectionSpec(ConnectionResponse, forbid_unknown_fields=True):
-    """A pre-injected connection (push mode): the fields of Airflow's connection response."""
-
-
-class PushContext(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Connections and variables served to the task without a round trip to the server."""
-
-    connections: list[ConnectionSpec] = msgspec.field(default_factory=list)
-    variables: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class Activity(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -44,7 +34,8 @@ class Activity(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ti: TaskInstance
     entrypoint: str | None = None
     command: list[str] | None = None
-    context: PushContext | None = None
+    #: Push mode: sent to the task with StartupDetails (see :mod:`comms.pushed`).
+    context: PushedValues | None = None
     log_path: str | None = None
     timeout: float | None = None
     env: dict[str, str] = msgspec.field(default_factory=dict)
@@ -160,10 +151,16 @@ def _check(activity: Activity) -> None:
         if activity.token in value:
             raise ActivityError(f"$.env.{name}", "holds the token, which never reaches the task")
     if activity.context is not None:
-        _check_context(activity.context)
+        _check_context(activity.context, activity.token)
 
 
-def _check_context(context: PushContext) -> None:
+def _check_context(context: PushedValues, token: str) -> None:
+    # Pushed values are sent to the task with StartupDetails.
+    for key, value in context.variables.items():
+        if token in value:
+            raise ActivityError(
+                f"$.context.variables.{key}", "holds the token, which never reaches the task"
+            )
     seen: set[str] = set()
     for i, conn in enumerate(context.connections):
         if conn.conn_id in seen:
@@ -171,6 +168,12 @@ def _check_context(context: PushContext) -> None:
                 f"$.context.connections[{i}].conn_id", f"duplicate conn_id {conn.conn_id!r}"
             )
         seen.add(conn.conn_id)
+        for name, value in msgspec.structs.asdict(conn).items():
+            if isinstance(value, str) and token in value:
+                raise ActivityError(
+                    f"$.context.connections[{i}].{name}",
+                    "holds the token, which never reaches the task",
+                )
 
 
 def resolve_run_as(name: str, *, euid: int) -> RunAs:

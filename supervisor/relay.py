@@ -1,7 +1,8 @@
-"""Answer the task's SDK requests: from the pushed context, else from the Execution API.
+"""Answer the task's SDK requests: from the pushed values, else from the Execution API.
 
 :meth:`Relay.answer_locally` runs on the supervisor's loop thread and must never touch the
-network: it answers what the activity's ``context`` already holds, and ``MaskSecret``.
+network: it answers what the activity's ``context`` pushed (:mod:`comms.pushed`, the rules the
+Python SDK applies in the task too), and ``MaskSecret``.
 :meth:`Relay.answer_remote` runs on a worker thread and turns every API failure into an
 ``ErrorResponse``, so a request always gets exactly one answer and never hangs the task.
 Every secret that passes through is registered with the masker before the task sees it.
@@ -26,13 +27,14 @@ from comms.messages import (
     GetXCom,
     MaskSecret,
     OKResponse,
+    PushedValues,
     PutVariable,
     Response,
     SetXCom,
     VariableResult,
     XComResult,
 )
-from supervisor.activity import ConnectionSpec, PushContext
+from comms.pushed import PushedAnswers
 from supervisor.client import ExecutionApiClient
 from supervisor.errors import (
     ApiError,
@@ -55,36 +57,30 @@ class Relay:
         self,
         client: ExecutionApiClient,
         ti: TaskInstance,
-        context: PushContext | None,
+        pushed: PushedValues | None,
         masker: Masker,
     ) -> None:
         self._client = client
         self._ti = ti
         self._masker = masker
-        self._variables = dict(context.variables) if context else {}
-        self._connections = {c.conn_id: c for c in context.connections} if context else {}
-        for key, value in self._variables.items():
-            self._register_variable(key, value)
-        for conn in self._connections.values():
-            self._register_connection(conn)
+        self._pushed = PushedAnswers(pushed)
+        if pushed is not None:
+            for key, value in pushed.variables.items():
+                self._register_variable(key, value)
+            for conn in pushed.connections:
+                self._register_connection(conn)
 
     def answer_locally(self, request: DataRequest) -> Response | None:
         """Answer without the network, or return None when the API must be asked."""
         if isinstance(request, MaskSecret):
             self._masker.add(request.value)
             return OKResponse(id=request.id)
-        if isinstance(request, GetVariable) and request.key in self._variables:
-            return VariableResult(
-                id=request.id, key=request.key, value=self._variables[request.key]
-            )
-        if isinstance(request, GetConnection) and request.conn_id in self._connections:
-            return _connection_result(request.id, self._connections[request.conn_id])
-        return None
+        return self._pushed.answer(request)
 
     def answer_remote(self, request: DataRequest) -> Response:
         """Answer through the Execution API (blocking; call on a worker thread)."""
         try:
-            return self._call(self._client, request)
+            response = self._call(self._client, request)
         except ServerResponseError as exc:
             return _error_for(request, exc)
         except ServerUnreachable as exc:
@@ -104,6 +100,8 @@ class Relay:
                 error=ErrorCode.API_SERVER_ERROR,
                 detail={"message": f"unreadable answer: {exc}"},
             )
+        self._pushed.learn(request, response)
+        return response
 
     def _call(self, client: ExecutionApiClient, request: DataRequest) -> Response:
         rid = request.id
@@ -122,7 +120,7 @@ class Relay:
         if isinstance(request, GetConnection):
             conn = client.get_connection(request.conn_id)
             self._register_connection(conn)
-            return _connection_result(rid, conn)
+            return ConnectionResult(id=rid, **msgspec.structs.asdict(conn))
         if isinstance(request, GetXCom):
             ti = self._ti
             xcom = client.get_xcom(
@@ -147,17 +145,13 @@ class Relay:
         if is_sensitive_key(key):
             self._masker.add(value)
 
-    def _register_connection(self, conn: ConnectionSpec | ConnectionResponse) -> None:
+    def _register_connection(self, conn: ConnectionResponse) -> None:
         self._masker.add(conn.password)
         if conn.extra:
             self._masker.add(conn.extra)
             # An extra that is not JSON is masked as one string.
             with contextlib.suppress(msgspec.DecodeError):
                 self._masker.add(msgspec.json.decode(conn.extra))
-
-
-def _connection_result(rid: int, conn: ConnectionSpec | ConnectionResponse) -> ConnectionResult:
-    return ConnectionResult(id=rid, **msgspec.structs.asdict(conn))
 
 
 _NOT_FOUND = {

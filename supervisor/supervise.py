@@ -244,6 +244,7 @@ class Supervision:
                 ti_context=self.context,
                 start_date=started,
                 entrypoint=activity.entrypoint,
+                pushed=activity.context,
             )
         )
         if activity.timeout is not None:

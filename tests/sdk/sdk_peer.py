@@ -25,6 +25,7 @@ from comms.messages import (
     Log,
     Metric,
     OKResponse,
+    PushedValues,
     RescheduleTask,
     RetryTask,
     StartupDetails,
@@ -37,7 +38,11 @@ TERMINAL = (SucceedTask, RetryTask, TaskState, DeferTask, RescheduleTask)
 
 
 def startup_details(
-    entrypoint: str | None = None, *, should_retry: bool = False, conf: dict[str, Any] | None = None
+    entrypoint: str | None = None,
+    *,
+    should_retry: bool = False,
+    conf: dict[str, Any] | None = None,
+    pushed: PushedValues | None = None,
 ) -> StartupDetails:
     return StartupDetails(
         protocol_version=PROTOCOL_VERSION,
@@ -56,6 +61,7 @@ def startup_details(
         ),
         start_date=dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC),
         entrypoint=entrypoint,
+        pushed=pushed,
     )
 
 

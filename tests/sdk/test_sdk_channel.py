@@ -39,6 +39,8 @@ from comms.messages import (
     MaskSecret,
     Metric,
     OKResponse,
+    PushedConnection,
+    PushedValues,
     PutVariable,
     SetXCom,
     VariableResult,
@@ -210,6 +212,61 @@ def test_connection_get_returns_every_field_and_decodes_extra(peer: Peer, channe
     assert conn.extra == '{"sslmode": "require"}'
     assert conn.extra_dejson == {"sslmode": "require"}
     assert "secret" not in repr(conn)
+
+
+# --- values pushed with the activity are answered in the task -----------------------------
+
+PUSHED = PushedValues(
+    variables={"region": "eu-west-1"},
+    connections=[PushedConnection(conn_id="db", conn_type="postgres", password="pw-1234")],
+)
+
+
+@pytest.fixture
+def pushed_channel(peer: Peer) -> Iterator[Channel]:
+    channel = Channel(peer.task_reads, peer.task_writes)
+    peer.send(startup_details(pushed=PUSHED))
+    channel.start()
+    assert isinstance(peer.receive(), Hello)
+    with _session.installed(channel):
+        yield channel
+
+
+def test_pushed_values_are_answered_without_asking_the_supervisor(
+    peer: Peer, pushed_channel: Channel
+) -> None:
+    assert sdk.Variable.get("region") == "eu-west-1"
+    conn = sdk.Connection.get("db")
+    assert (conn.conn_type, conn.password) == ("postgres", "pw-1234")
+
+    peer.send(VariableResult(id=1, key="other", value="v"))
+    assert sdk.Variable.get("other") == "v"
+    # The first request the supervisor sees is the one for a value that was not pushed.
+    assert peer.receive() == GetVariable(id=1, key="other")
+
+
+def test_a_pushed_variable_follows_the_writes_the_server_accepted(
+    peer: Peer, pushed_channel: Channel
+) -> None:
+    peer.send(OKResponse(id=1))
+    sdk.Variable.set("region", "us-east-1")
+    assert sdk.Variable.get("region") == "us-east-1"
+
+    peer.send(ErrorResponse(id=2, error=ErrorCode.PERMISSION_DENIED, detail={}))
+    with pytest.raises(sdk.RequestFailed):
+        sdk.Variable.set("region", "refused")
+    assert sdk.Variable.get("region") == "us-east-1"
+
+    peer.send(OKResponse(id=3))
+    sdk.Variable.delete("region")
+    peer.send(ErrorResponse(id=4, error=ErrorCode.VARIABLE_NOT_FOUND, detail={}))
+    assert sdk.Variable.get("region", None) is None
+    assert [peer.receive() for _ in range(4)] == [
+        PutVariable(id=1, key="region", value="us-east-1"),
+        PutVariable(id=2, key="region", value="refused"),
+        DeleteVariable(id=3, key="region"),
+        GetVariable(id=4, key="region"),
+    ]
 
 
 def test_connection_extra_dejson_is_empty_without_extra_and_clear_when_invalid() -> None:

@@ -236,13 +236,24 @@ def test_tokens_stolen_from_supervisor_memory_are_masked_in_the_log(
 def test_an_activity_that_would_hand_the_token_to_the_task_is_refused(
     server: ReferenceServer,
 ) -> None:
-    for field, where in (("env", "$.env.LEAK"), ("command", "$.command[1]")):
+    for field, where in (
+        ("env", "$.env.LEAK"),
+        ("command", "$.command[1]"),
+        ("variable", "$.context.variables.leak"),
+        ("connection", "$.context.connections[0].password"),
+    ):
         ti_id, activity = server.create_task(command=["sh", "-c", "true"])
         document = json.loads(activity.read_bytes())
+        token = document["token"]
         if field == "env":
-            document["env"] = {"LEAK": f"Bearer {document['token']}"}
+            document["env"] = {"LEAK": f"Bearer {token}"}
+        elif field == "command":
+            document["command"] = ["sh", token]
+        elif field == "variable":  # pushed values reach the task with StartupDetails
+            document["context"] = {"variables": {"leak": token}}
         else:
-            document["command"] = ["sh", document["token"]]
+            conn = {"conn_id": "api", "conn_type": "http", "password": token}
+            document["context"] = {"connections": [conn]}
         activity.write_text(json.dumps(document))
         result = supervise(activity)
         assert result.returncode == 2

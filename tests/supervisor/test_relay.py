@@ -20,12 +20,13 @@ from comms.messages import (
     GetXCom,
     MaskSecret,
     OKResponse,
+    PushedConnection,
+    PushedValues,
     PutVariable,
     SetXCom,
     VariableResult,
     XComResult,
 )
-from supervisor.activity import ConnectionSpec, PushContext
 from supervisor.client import ExecutionApiClient, RetryPolicy
 from supervisor.masking import MASK, Masker
 from supervisor.relay import Relay
@@ -38,9 +39,9 @@ TI = TaskInstance(
     try_number=1,
     map_index=-1,
 )
-CONTEXT = PushContext(
+CONTEXT = PushedValues(
     connections=[
-        ConnectionSpec(
+        PushedConnection(
             conn_id="pushed_db",
             conn_type="postgres",
             host="db.local",
@@ -75,7 +76,7 @@ class Api:
         return answer
 
 
-def make_relay(api: Api, context: PushContext | None = CONTEXT, masker: Masker | None = None):
+def make_relay(api: Api, context: PushedValues | None = CONTEXT, masker: Masker | None = None):
     masker = masker or Masker()
     client = ExecutionApiClient(
         "http://api.test/execution/",
@@ -130,6 +131,20 @@ def test_what_the_context_does_not_hold_is_left_to_the_api(request_):
     relay, _ = make_relay(api)
     assert relay.answer_locally(request_) is None
     assert api.requests == []
+
+
+def test_a_pushed_variable_follows_the_writes_the_api_accepted():
+    path = "/execution/variables/plain"
+    api = Api({("PUT", path): httpx.Response(201, json={})})
+    relay, _ = make_relay(api)
+    assert relay.answer_remote(PutVariable(id=1, key="plain", value="new")) == OKResponse(id=1)
+    assert relay.answer_locally(GetVariable(id=2, key="plain")) == VariableResult(
+        id=2, key="plain", value="new"
+    )
+
+    api.routes[("DELETE", path)] = httpx.Response(204)
+    assert relay.answer_remote(DeleteVariable(id=3, key="plain")) == OKResponse(id=3)
+    assert relay.answer_locally(GetVariable(id=4, key="plain")) is None
 
 
 def test_pushed_secrets_are_registered_with_the_masker_up_front():

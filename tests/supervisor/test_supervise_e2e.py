@@ -165,6 +165,34 @@ def test_heartbeat_409_kills_task_group_and_exits_5(
     assert "must stop" in Path(doc["log_path"]).read_text()
 
 
+def test_a_task_without_the_sdk_gets_pushed_values_at_start_and_on_request(
+    server: ReferenceServer,
+) -> None:
+    script = """
+read -r startup; echo "startup: $startup" >&2
+echo '{"type":"Hello","protocol_version":1,"sdk":"sh"}'
+echo '{"type":"GetVariable","id":1,"key":"pushed_var"}'
+read -r answer; echo "answer: $answer" >&2
+echo '{"type":"SucceedTask","id":2}'; read -r answer
+"""
+    context = {"variables": {"pushed_var": "from-activity"}}
+    ti_id, activity = server.create_task(command=["sh", "-c", script], context=context)
+
+    run = supervise(activity)
+
+    assert run.exit_code == 0, run.stderr
+    assert server.admin.get_task_instance(ti_id).state == "success"
+    startup, answer = run.events("task.stderr")
+    pushed = json.loads(startup.removeprefix("startup: "))["pushed"]
+    assert pushed == {"variables": {"pushed_var": "from-activity"}, "connections": []}
+    assert json.loads(answer.removeprefix("answer: ")) == {
+        "type": "VariableResult",
+        "id": 1,
+        "key": "pushed_var",
+        "value": "from-activity",
+    }
+
+
 def test_command_task_speaks_the_protocol_in_plain_shell(server: ReferenceServer) -> None:
     server.admin.set_variable("greeting", "hi from the server")
     ti_id, activity = server.create_task(command=["sh", str(EXAMPLES / "command_task.sh")])
