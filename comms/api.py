@@ -206,10 +206,11 @@ class ConnectionResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class XComResponse(msgspec.Struct, kw_only=True):
-    """Answer of ``GET /xcoms/{dag_id}/{run_id}/{task_id}/{key}``."""
+    """Answer of ``GET /xcoms/{dag_id}/{run_id}/{task_id}/{key}``. ``value`` (any JSON) stays
+    encoded: the supervisor passes it to the task as it came."""
 
     key: str
-    value: Any
+    value: msgspec.Raw
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True):

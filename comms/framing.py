@@ -5,7 +5,10 @@
 returns ``None``. A line that is not a valid message becomes a :class:`BadLine` event, never
 an exception, so the channel always resynchronises at the next newline. A line longer than
 ``max_line`` is dropped as soon as it crosses the limit (its bytes are not kept) and reported
-once as a :class:`BadLine`.
+once as a :class:`BadLine`. A decoder may allow only some message types to be longer than
+``max_short_line`` (the supervisor's: only ``SetXCom``, whose value stays encoded): decoded
+JSON can take some twenty times its size as Python objects, so this bounds what one line
+from a hostile task can cost the supervisor.
 
 :func:`encode` turns a message into one line; JSON escapes newlines inside strings, so the
 encoder never emits a raw newline within a line.
@@ -22,6 +25,7 @@ from comms.messages import TaskMessage, ToTask
 
 __all__ = [
     "DEFAULT_MAX_LINE",
+    "MAX_SHORT_LINE",
     "BadLine",
     "LineDecoder",
     "encode",
@@ -31,6 +35,8 @@ __all__ = [
 
 #: Default limit of one line, newline excluded: 64 MiB.
 DEFAULT_MAX_LINE = 64 * 1024 * 1024
+#: Limit of a line from the task of any type but ``SetXCom``: 1 MiB.
+MAX_SHORT_LINE = 1024 * 1024
 
 M = TypeVar("M")
 
@@ -43,7 +49,12 @@ _ID_SEARCH_WINDOW = 4096
 
 def encode(message: msgspec.Struct) -> bytes:
     """Return ``message`` as one protocol line, newline included."""
-    return _encoder.encode(message) + b"\n"
+    line = _encoder.encode(message)
+    if b"\n" in line or b"\r" in line:
+        # Only a msgspec.Raw value can carry raw line breaks (JSON whitespace, e.g. a server's
+        # pretty-printed XCom): re-encode the whole message compactly.
+        line = _encoder.encode(msgspec.json.decode(line))
+    return line + b"\n"
 
 
 class BadLine(msgspec.Struct, frozen=True):
@@ -59,15 +70,34 @@ class BadLine(msgspec.Struct, frozen=True):
     id: int | None = None
 
 
-class LineDecoder(Generic[M]):
-    """Splits a byte stream into lines and decodes each into a message of type ``M``."""
+class _Envelope(msgspec.Struct):
+    # Read without building anything else of a line: msgspec skips the other fields.
+    type: Any = None
+    id: Any = None
 
-    def __init__(self, message_type: Any, *, max_line: int = DEFAULT_MAX_LINE) -> None:
+
+class LineDecoder(Generic[M]):
+    """Splits a byte stream into lines and decodes each into a message of type ``M``.
+
+    Lines of the message types named in ``long_types`` may be up to ``max_line`` bytes long;
+    lines of other types at most ``max_short_line`` (default: ``max_line`` for every type).
+    """
+
+    def __init__(
+        self,
+        message_type: Any,
+        *,
+        max_line: int = DEFAULT_MAX_LINE,
+        max_short_line: int | None = None,
+        long_types: frozenset[str] = frozenset(),
+    ) -> None:
         if max_line < 1:
             raise ValueError(f"max_line must be at least 1 byte, got {max_line}")
         self._decoder: msgspec.json.Decoder[M] = msgspec.json.Decoder(message_type)
-        self._loose = msgspec.json.Decoder()
+        self._envelope = msgspec.json.Decoder(_Envelope)
         self.max_line = max_line
+        self.max_short_line = max_line if max_short_line is None else min(max_line, max_short_line)
+        self.long_types = long_types
         self._buf = bytearray()
         self._scanned = 0  # bytes of _buf known to hold no newline
         self._skipping = False  # inside an over-long line: drop bytes up to the next newline
@@ -136,23 +166,33 @@ class LineDecoder(Generic[M]):
         return BadLine(f"line longer than the limit of {self.max_line} bytes", size, line_id)
 
     def _decode(self, line: bytes) -> M | BadLine:
+        if len(line) > self.max_short_line:
+            envelope = self._peek(line)
+            if envelope is not None and envelope.type not in self.long_types:
+                return BadLine(
+                    f"a {envelope.type} line may be at most {self.max_short_line} bytes "
+                    f"(only {', '.join(sorted(self.long_types)) or 'no type'} may be longer)",
+                    len(line),
+                    _int_or_none(envelope.id),
+                )
         try:
             return self._decoder.decode(line)
         except msgspec.ValidationError as exc:
-            return BadLine(f"invalid message: {exc}", len(line), self._loose_id(line))
+            envelope = self._peek(line)
+            line_id = None if envelope is None else _int_or_none(envelope.id)
+            return BadLine(f"invalid message: {exc}", len(line), line_id)
         except msgspec.DecodeError as exc:
             return BadLine(f"not JSON: {exc}", len(line), _find_id(line))
 
-    def _loose_id(self, line: bytes) -> int | None:
+    def _peek(self, line: bytes) -> _Envelope | None:
         try:
-            obj = self._loose.decode(line)
-        except msgspec.DecodeError:
+            return self._envelope.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):  # not JSON, or not an object
             return None
-        if isinstance(obj, dict):
-            value = obj.get("id")
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _find_id(data: bytes | bytearray) -> int | None:
@@ -184,8 +224,14 @@ def _find_id(data: bytes | bytearray) -> int | None:
 
 
 def task_decoder(*, max_line: int = DEFAULT_MAX_LINE) -> LineDecoder[TaskMessage]:
-    """A decoder for what a task sends (the supervisor's side of the channel)."""
-    return LineDecoder(TaskMessage, max_line=max_line)
+    """A decoder for what a task sends (the supervisor's side of the channel): only
+    ``SetXCom`` lines may be longer than :data:`MAX_SHORT_LINE`."""
+    return LineDecoder(
+        TaskMessage,
+        max_line=max_line,
+        max_short_line=MAX_SHORT_LINE,
+        long_types=frozenset({"SetXCom"}),
+    )
 
 
 def task_side_decoder(*, max_line: int = DEFAULT_MAX_LINE) -> LineDecoder[ToTask]:

@@ -156,10 +156,15 @@ class GetXCom(_Request, kw_only=True):
 
 
 class SetXCom(_Request, kw_only=True):
-    """Push an XCom as this task instance (a task can only write its own). Answer: OK."""
+    """Push an XCom as this task instance (a task can only write its own). Answer: OK.
+
+    ``value`` is any JSON value; in Python it stays encoded (:class:`msgspec.Raw`), so the
+    supervisor forwards it to the server without ever building it as objects. Build one with
+    ``msgspec.Raw(msgspec.json.encode(value))``.
+    """
 
     key: str
-    value: JsonValue
+    value: msgspec.Raw
 
 
 class DeleteXCom(_Request, kw_only=True):
@@ -282,10 +287,11 @@ class ConnectionResult(_Response, kw_only=True):
 
 
 class XComResult(_Response, kw_only=True):
-    """Answer to :class:`GetXCom`."""
+    """Answer to :class:`GetXCom`. ``value`` is any JSON value, kept encoded as in
+    :class:`SetXCom` (decode it with ``msgspec.json.decode(result.value)``)."""
 
     key: str
-    value: JsonValue
+    value: msgspec.Raw
 
 
 class ErrorCode(enum.StrEnum):

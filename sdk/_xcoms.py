@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from comms.messages import GetXCom, OKResponse, SetXCom, XComResult
 from sdk import _session
 from sdk._json_values import ensure_json
@@ -11,6 +13,8 @@ from sdk._missing import MISSING
 from sdk.errors import XComNotFound
 
 __all__ = ["XCom"]
+
+_encoder = msgspec.json.Encoder()
 
 
 class XCom:
@@ -23,7 +27,8 @@ class XCom:
         Raises ``TypeError`` naming the offending type if ``value`` is not plain JSON.
         """
         ensure_json(value, f"XCom {key!r}")
-        _session.call("XCom.push()", SetXCom(id=0, key=key, value=value), OKResponse)
+        encoded = msgspec.Raw(_encoder.encode(value))
+        _session.call("XCom.push()", SetXCom(id=0, key=key, value=encoded), OKResponse)
 
     @staticmethod
     def pull(
@@ -44,8 +49,9 @@ class XCom:
             id=0, task_id=task_id, key=key, dag_id=dag_id, run_id=run_id, map_index=map_index
         )
         try:
-            return _session.call("XCom.pull()", request, XComResult).value
+            result = _session.call("XCom.pull()", request, XComResult)
         except XComNotFound:
             if default is MISSING:
                 raise
             return default
+        return msgspec.json.decode(result.value)

@@ -205,9 +205,10 @@ class FakeSupervisor:
                 return _not_found(
                     request_id, ErrorCode.XCOM_NOT_FOUND, task_id=message.task_id, key=message.key
                 )
-            return XComResult(id=request_id, key=message.key, value=self.xcoms[key])
+            value = msgspec.Raw(msgspec.json.encode(self.xcoms[key]))
+            return XComResult(id=request_id, key=message.key, value=value)
         elif isinstance(message, SetXCom):
-            self.xcoms[self._own_key(message.key)] = message.value
+            self.xcoms[self._own_key(message.key)] = msgspec.json.decode(message.value)
         elif isinstance(message, DeleteXCom):
             self.xcoms.pop(self._own_key(message.key), None)
         elif isinstance(message, MaskSecret):

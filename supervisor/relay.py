@@ -47,8 +47,6 @@ from supervisor.masking import Masker, is_sensitive_key
 
 __all__ = ["Relay", "RequestIds"]
 
-_json = msgspec.json.Encoder()
-
 
 class Relay:
     """Serves one task try's data requests."""
@@ -132,7 +130,7 @@ class Relay:
             )
             return XComResult(id=rid, key=xcom.key, value=xcom.value)
         if isinstance(request, SetXCom):
-            client.set_xcom(self._ti, request.key, _json.encode(request.value))
+            client.set_xcom(self._ti, request.key, bytes(request.value))
             return OKResponse(id=rid)
         if isinstance(request, DeleteXCom):
             client.delete_xcom(self._ti, request.key)

@@ -31,7 +31,7 @@ from comms.api import (
     TIRunContext,
     TIStateUpdate,
 )
-from comms.framing import BadLine, LineDecoder, encode
+from comms.framing import BadLine, LineDecoder, encode, task_decoder
 from comms.messages import (
     PROTOCOL_VERSION,
     Cancel,
@@ -139,7 +139,7 @@ class Supervision:
         self.relay = Relay(self.client, self.ti, activity.context, masker)
         self.inbox = Inbox()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay")
-        self.decoder: LineDecoder[TaskMessage] = LineDecoder(TaskMessage, max_line=config.max_line)
+        self.decoder: LineDecoder[TaskMessage] = task_decoder(max_line=config.max_line)
         self.stdout = StreamReassembler(log, "task.stdout", "info")
         self.stderr = StreamReassembler(log, "task.stderr", "error")
         self.selector = selectors.DefaultSelector()

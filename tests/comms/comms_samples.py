@@ -36,7 +36,7 @@ SAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
     m.DeleteVariable: m.DeleteVariable(id=3, key="k"),
     m.GetConnection: m.GetConnection(id=4, conn_id="db"),
     m.GetXCom: m.GetXCom(id=5, key="k", task_id="up", dag_id="d", run_id="r", map_index=2),
-    m.SetXCom: m.SetXCom(id=6, key="k", value={"a": [1, None, "x"]}),
+    m.SetXCom: m.SetXCom(id=6, key="k", value=msgspec.Raw(b'{"a":[1,null,"x"]}')),
     m.DeleteXCom: m.DeleteXCom(id=7, key="k"),
     m.MaskSecret: m.MaskSecret(id=8, value="hunter22", name="pw"),
     m.SucceedTask: m.SucceedTask(id=9, end_date=WHEN),
@@ -74,7 +74,7 @@ SAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         port=5432,
         extra='{"a": 1}',
     ),
-    m.XComResult: m.XComResult(id=17, key="k", value=[1, 2.5, "three", None, True]),
+    m.XComResult: m.XComResult(id=17, key="k", value=msgspec.Raw(b'[1,2.5,"three",null,true]')),
     m.ErrorResponse: m.ErrorResponse(
         id=18, error=m.ErrorCode.VARIABLE_NOT_FOUND, detail={"key": "k"}
     ),

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from comms import messages as m
 from comms.framing import (
     DEFAULT_MAX_LINE,
+    MAX_SHORT_LINE,
     BadLine,
     LineDecoder,
     encode,
@@ -284,13 +285,22 @@ def test_encode_never_emits_a_raw_newline_inside_a_line(event, key, value):
     for msg in (
         m.Log(event=event, fields={key: value}),
         m.PutVariable(id=1, key=key, value=value),
-        m.SetXCom(id=2, key=key, value=[value, {key: value}]),
+        m.SetXCom(id=2, key=key, value=msgspec.Raw(msgspec.json.encode([value, {key: value}]))),
     ):
         line = encode(msg)
         assert line.endswith(b"\n")
         assert b"\n" not in line[:-1]
         assert b"\r" not in line
         assert decode_all(line) == [msg]
+
+
+def test_an_encoded_value_with_line_breaks_still_makes_one_line():
+    pretty = b'{\r\n  "rows": [\n    1,\n    2\n  ]\n}'
+    line = encode(m.SetXCom(id=1, key="k", value=msgspec.Raw(pretty)))
+    assert line.count(b"\n") == 1
+    assert b"\r" not in line
+    (result,) = decode_all(line)
+    assert msgspec.json.decode(result.value) == {"rows": [1, 2]}
 
 
 def test_encoded_line_is_utf8_json_object_with_type_first_field():
@@ -326,3 +336,37 @@ def test_bad_line_is_a_value_not_an_exception():
     event = decoder.next_event()
     assert isinstance(event, BadLine)
     assert isinstance(event, msgspec.Struct)
+
+
+# --- only SetXCom may be longer than MAX_SHORT_LINE (decoded JSON grows ~20x) ------------
+
+
+def test_a_log_line_longer_than_the_short_limit_is_refused_before_it_is_decoded():
+    nested = [[]] * (MAX_SHORT_LINE // 3 + 1)  # as objects: tens of times the line's size
+    line = encode(m.Log(event="e", fields={"blob": nested}))
+    (event,) = decode_all(line)
+    assert isinstance(event, BadLine)
+    assert event.reason.startswith(f"a Log line may be at most {MAX_SHORT_LINE} bytes")
+    assert "only SetXCom may be longer" in event.reason
+    assert event.size == len(line) - 1
+
+
+def test_a_request_longer_than_the_short_limit_still_gets_its_error_response_id():
+    line = encode(m.MaskSecret(id=42, value=["x" * MAX_SHORT_LINE]))
+    (event,) = decode_all(line)
+    assert isinstance(event, BadLine)
+    assert event.id == 42
+
+
+def test_a_set_xcom_up_to_the_line_limit_is_decoded_with_its_value_still_encoded():
+    value = msgspec.json.encode([[]] * (MAX_SHORT_LINE // 3 + 1))
+    (event,) = decode_all(encode(m.SetXCom(id=1, key="big", value=msgspec.Raw(value))))
+    assert isinstance(event, m.SetXCom)
+    assert bytes(event.value) == value
+
+
+def test_the_task_side_decoder_takes_long_lines_of_any_type():
+    result = m.XComResult(id=1, key="k", value=msgspec.Raw(b'"' + b"x" * MAX_SHORT_LINE + b'"'))
+    decoder = task_side_decoder()
+    decoder.feed(encode(result))
+    assert decoder.next_event() == result

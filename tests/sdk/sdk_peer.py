@@ -37,6 +37,11 @@ from comms.messages import (
 TERMINAL = (SucceedTask, RetryTask, TaskState, DeferTask, RescheduleTask)
 
 
+def raw(value: Any) -> msgspec.Raw:
+    """``value`` encoded, as XCom values travel."""
+    return msgspec.Raw(msgspec.json.encode(value))
+
+
 def startup_details(
     entrypoint: str | None = None,
     *,

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sdk_peer import Peer, startup_details
+from sdk_peer import Peer, raw, startup_details
 
 import sdk
 from comms.errors import SupervisorProtocolError
@@ -278,7 +278,7 @@ def test_connection_extra_dejson_is_empty_without_extra_and_clear_when_invalid()
 def test_xcom_push_sends_set_xcom(peer: Peer, channel: Channel) -> None:
     peer.send(OKResponse(id=1))
     sdk.XCom.push("rows", [1, {"a": None}])
-    assert peer.receive() == SetXCom(id=1, key="rows", value=[1, {"a": None}])
+    assert peer.receive() == SetXCom(id=1, key="rows", value=raw([1, {"a": None}]))
 
 
 @pytest.mark.parametrize(
@@ -298,7 +298,7 @@ def test_xcom_push_refuses_values_that_are_not_plain_json(
 
 
 def test_xcom_pull_sends_every_selector_and_returns_the_value(peer: Peer, channel: Channel) -> None:
-    peer.send(XComResult(id=1, key="k", value={"x": 1}))
+    peer.send(XComResult(id=1, key="k", value=raw({"x": 1})))
     value = sdk.XCom.pull("up", "k", dag_id="d", run_id="r", map_index=3)
     assert value == {"x": 1}
     assert peer.receive() == GetXCom(
@@ -307,7 +307,7 @@ def test_xcom_pull_sends_every_selector_and_returns_the_value(peer: Peer, channe
 
 
 def test_xcom_pull_defaults_to_return_value_of_this_run(peer: Peer, channel: Channel) -> None:
-    peer.send(XComResult(id=1, key="return_value", value=None))
+    peer.send(XComResult(id=1, key="return_value", value=raw(None)))
     assert sdk.XCom.pull(task_id="up") is None
     assert peer.receive() == GetXCom(id=1, task_id="up", key="return_value")
 
@@ -507,7 +507,7 @@ def test_a_request_larger_than_the_pipe_buffer_is_written_whole(
     big = "y" * (4 * 1024 * 1024)
     results, threads = _in_threads(1, lambda i: sdk.XCom.push("big", big))
     request = peer.receive()
-    assert request == SetXCom(id=1, key="big", value=big)
+    assert request == SetXCom(id=1, key="big", value=raw(big))
     peer.send(OKResponse(id=1))
     threads[0].join(timeout=10)
     assert results == [None]

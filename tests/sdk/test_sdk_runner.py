@@ -9,8 +9,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import msgspec
 import pytest
-from sdk_peer import TaskRun, run_forked_task
+from sdk_peer import TaskRun, raw, run_forked_task
 
 from comms.messages import (
     DeferTask,
@@ -53,7 +54,7 @@ def test_success_pushes_the_return_value_then_sends_succeed_task_and_exits_0(
         """,
     )
     assert run.messages[0] == SetXCom(
-        id=1, key="return_value", value={"task": "task", "try": 2, "dag": "dag"}
+        id=1, key="return_value", value=raw({"task": "task", "try": 2, "dag": "dag"})
     )
     assert isinstance(run.terminal, SucceedTask)
     assert run.terminal.end_date is not None
@@ -63,7 +64,7 @@ def test_success_pushes_the_return_value_then_sends_succeed_task_and_exits_0(
 
 def test_sys_argv_names_the_entrypoint_not_the_supervisors_command_line(tmp_path: Path) -> None:
     run = run_task_source(tmp_path, "import sys\ndef main():\n    return sys.argv\n")
-    assert run.messages[0] == SetXCom(id=1, key="return_value", value=["task.py:main"])
+    assert run.messages[0] == SetXCom(id=1, key="return_value", value=raw(["task.py:main"]))
 
 
 def test_a_callable_without_parameters_is_called_without_the_context(tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_module_entrypoint_is_imported_from_sys_path(tmp_path: Path) -> None:
         package, "class Jobs:\n    @staticmethod\n    def run():\n        return 42\n", "jobs.py"
     )
     run = run_forked_task("mytasks.jobs:Jobs.run", cwd=str(tmp_path))
-    assert run.messages[0] == SetXCom(id=1, key="return_value", value=42)
+    assert run.messages[0] == SetXCom(id=1, key="return_value", value=raw(42))
     assert isinstance(run.terminal, SucceedTask)
 
 
@@ -145,7 +146,7 @@ def test_reading_stdin_gives_end_of_file(tmp_path: Path) -> None:
                     subprocess.run(["cat"], capture_output=True).stdout.decode()]
         """,
     )
-    assert run.messages[0] == SetXCom(id=1, key="return_value", value=["", "", ""])
+    assert run.messages[0] == SetXCom(id=1, key="return_value", value=raw(["", "", ""]))
 
 
 def test_closing_stdio_and_builtin_exit_cannot_break_the_channel(tmp_path: Path) -> None:
@@ -164,7 +165,7 @@ def test_closing_stdio_and_builtin_exit_cannot_break_the_channel(tmp_path: Path)
             exit()
         """,
     )
-    assert run.messages[0] == SetXCom(id=1, key="still", value="works")
+    assert run.messages[0] == SetXCom(id=1, key="still", value=raw("works"))
     assert isinstance(run.terminal, SucceedTask)
     assert run.exit_status == 0
 
@@ -206,7 +207,7 @@ def test_a_process_forked_by_the_task_neither_uses_the_channel_nor_reports(
         """,
     )
     assert run.requests == [
-        SetXCom(id=1, key="return_value", value="from the task"),
+        SetXCom(id=1, key="return_value", value=raw("from the task")),
         run.terminal,
     ]
     assert isinstance(run.terminal, SucceedTask)
@@ -224,7 +225,7 @@ def test_the_channel_is_not_inherited_by_subprocesses(tmp_path: Path) -> None:
             return sorted(int(fd) for fd in out.split())
         """,
     )
-    inherited = run.messages[0].value
+    inherited = msgspec.json.decode(run.messages[0].value)
     assert inherited[:3] == [0, 1, 2]
     assert all(fd < 100 for fd in inherited)
 
@@ -276,7 +277,7 @@ def test_warnings_reach_the_log_and_inherited_logging_handlers_are_dropped(
     assert run.logs[0].logger == "py.warnings"
     assert run.logs[0].level == "warning"
     assert "UserWarning: old api" in run.logs[0].event
-    assert run.requests[0] == SetXCom(id=1, key="return_value", value=["LogHandler"])
+    assert run.requests[0] == SetXCom(id=1, key="return_value", value=raw(["LogHandler"]))
 
 
 def test_threads_of_a_task_share_the_channel(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ were.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -153,3 +155,42 @@ def test_a_task_cannot_write_records_that_pass_for_the_supervisors(
         "supervisor",  # the real one, last
     ]
     assert [r["logger"] for r in records if r["event"] == "ordinary"] == ["my.module"]
+
+
+def test_lines_that_would_grow_into_huge_objects_cannot_exhaust_the_supervisors_memory(
+    server: ReferenceServer, tmp_path: Path
+) -> None:
+    # Decoded naively, 24 MB of "[[],[],...]" become ~600 MB of Python lists. An XCom value
+    # stays encoded in the supervisor; any other line over 1 MiB is refused before decoding.
+    grow = 24 * 1024 * 1024
+    script = [
+        {**step(line(type="SetXCom", id=1, key="bomb", value="@GROW@"), 1), "grow": grow},
+        {**step(line(type="MaskSecret", id=2, value="@GROW@"), 2), "grow": 2 * 1024 * 1024},
+        {**step(line(type="Log", event="bomb", fields={"bomb": "@GROW@"})), "grow": grow},
+        step(line(type="SucceedTask", id=3), 3),
+    ]
+    out = tmp_path / "answers.jsonl"
+    ti_id, activity = server.create_task(
+        command=[sys.executable, RAW_TASK],
+        env={"RAW_SCRIPT": json.dumps(script), "RAW_OUT": str(out)},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", str(activity)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+
+    assert proc.returncode == 0
+    # The largest of supervise and its task (which holds a 24 MB line itself), in KiB.
+    assert usage.ru_maxrss < 250 * 1024, usage.ru_maxrss
+    answers = {a.get("id"): a for a in map(json.loads, out.read_text().splitlines())}
+    assert answers[1] == {"type": "OKResponse", "id": 1}
+    assert answers[2]["error"] == "PROTOCOL_ERROR"
+    assert answers[2]["detail"]["message"].startswith("a MaskSecret line may be at most 1048576")
+    assert answers[3] == {"type": "OKResponse", "id": 3}
+    assert server.admin.get_task_instance(ti_id).state == "success"
+    records = log_records(Path(server.workdir / "logs" / f"{ti_id}.log"))
+    assert any(r["event"].startswith("Protocol error from the task: a Log line") for r in records)

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 
 import httpx
+import msgspec
 import pytest
 
 from comms.api import (
@@ -373,7 +374,7 @@ def test_get_xcom_reads_any_tasks_xcom_with_map_index_query():
     request = rec.requests[0]
     assert (request.method, request.url.path) == ("GET", "/execution/xcoms/d/r/up/k")
     assert request.url.params["map_index"] == "-1"
-    assert xcom.value == [1, "two"]
+    assert msgspec.json.decode(xcom.value) == [1, "two"]
 
 
 def test_delete_xcom_of_own_task_instance():

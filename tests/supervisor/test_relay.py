@@ -6,6 +6,7 @@ import json
 import uuid
 
 import httpx
+import msgspec
 import pytest
 
 from comms.api import TaskInstance
@@ -53,6 +54,10 @@ CONTEXT = PushedValues(
     ],
     variables={"plain": "plain-value", "api_token": "pushed-token-value"},
 )
+
+
+def raw(value: object) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.json.encode(value))
 
 
 class Api:
@@ -121,7 +126,7 @@ def test_pushed_connection_is_answered_locally_without_any_http_call():
         GetXCom(id=1, task_id="up"),
         PutVariable(id=1, key="plain", value="x"),
         DeleteVariable(id=1, key="plain"),
-        SetXCom(id=1, key="k", value=1),
+        SetXCom(id=1, key="k", value=raw(1)),
         DeleteXCom(id=1, key="k"),
     ],
     ids=lambda r: type(r).__name__,
@@ -237,13 +242,13 @@ def test_xcom_pull_defaults_to_the_tasks_own_dag_and_run():
     )
     relay, _ = make_relay(api)
     answer = relay.answer_remote(GetXCom(id=7, task_id="up"))
-    assert answer == XComResult(id=7, key="return_value", value={"a": 1})
+    assert answer == XComResult(id=7, key="return_value", value=raw({"a": 1}))
 
 
 def test_xcom_push_is_written_as_this_task_instance():
     api = Api({("POST", "/execution/xcoms/dag/run/me/k"): httpx.Response(201)})
     relay, _ = make_relay(api)
-    assert relay.answer_remote(SetXCom(id=8, key="k", value=[1, "x"])) == OKResponse(id=8)
+    assert relay.answer_remote(SetXCom(id=8, key="k", value=raw([1, "x"]))) == OKResponse(id=8)
     assert json.loads(api.requests[0].content) == [1, "x"]
     assert api.requests[0].url.params["map_index"] == "-1"
 
@@ -300,7 +305,7 @@ def test_other_4xx_becomes_api_server_error_with_status():
 def test_404_on_a_write_is_not_reported_as_not_found():
     api = Api(default=httpx.Response(404, json={"detail": "no TI"}))
     relay, _ = make_relay(api, context=None)
-    answer = relay.answer_remote(SetXCom(id=12, key="k", value=1))
+    answer = relay.answer_remote(SetXCom(id=12, key="k", value=raw(1)))
     assert isinstance(answer, ErrorResponse)
     assert answer.error is ErrorCode.API_SERVER_ERROR
 

@@ -3,8 +3,9 @@
 Run as a ``command`` task (the channel is its stdin/stdout). ``$RAW_SCRIPT`` is a JSON list
 of steps ``{"line": <text sent as is>, "await": <id or null>, "count": <n, default 1>}``:
 after sending a line with an ``await`` id, it reads until ``count`` messages with that id
-arrived. Everything the supervisor sent
-is written to ``$RAW_OUT`` as JSON lines, then the task exits 0.
+arrived. A step with ``"grow": <bytes>`` has the JSON string ``"@GROW@"`` in its line replaced
+by ``[[],[],...]`` of that many bytes (cheap to send, tens of times larger as objects).
+Everything the supervisor sent is written to ``$RAW_OUT`` as JSON lines, then the task exits 0.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ def main() -> None:
     stdout.write(b'{"type":"Hello","protocol_version":1,"sdk":"raw-probe"}\n')
     stdout.flush()
     for step in script:
-        stdout.write(step["line"].encode() + b"\n")
+        data = step["line"].encode()
+        if step.get("grow"):
+            data = data.replace(b'"@GROW@"', b"[" + b"[]," * (step["grow"] // 3) + b"[]]")
+        stdout.write(data + b"\n")
         stdout.flush()
         wanted, count = step.get("await"), step.get("count", 1)
         while wanted is not None and count > 0:
