@@ -236,7 +236,7 @@ def test_xcom_post_is_read_back_by_execution_api_and_rest_api(airflow: Airflow) 
         gone = client.get(path, params={"map_index": -1})
 
     assert posted.status_code == 201, posted.text
-    assert msgspec.json.decode(got.content, type=XComResponse).value == value
+    assert msgspec.json.decode(msgspec.json.decode(got.content, type=XComResponse).value) == value
     assert entry.status_code == 200, entry.text
     assert entry.json()["value"] == value
     assert deleted.status_code == 200
