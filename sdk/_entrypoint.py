@@ -13,7 +13,7 @@ from typing import Any
 
 from sdk.context import Context
 
-__all__ = ["call_entrypoint", "load_entrypoint"]
+__all__ = ["call_entrypoint", "load_entrypoint", "resumption_of"]
 
 _FORMS = "'package.module:callable' or 'path/file.py:callable'"
 
@@ -46,9 +46,26 @@ def load_entrypoint(entrypoint: str) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-def call_entrypoint(function: Callable[..., Any], context: Context) -> Any:
-    """Call ``function`` with ``context`` if it takes a positional parameter, else with none."""
-    return function(context) if _takes_positional(function) else function()
+def resumption_of(entrypoint: str, method: str) -> str:
+    """Where a deferred task resumes: ``method`` beside the entrypoint's callable.
+
+    ``pkg.mod:main`` resumes at ``pkg.mod:<method>``, ``pkg.mod:Sensor.poke`` at
+    ``pkg.mod:Sensor.<method>`` (Airflow calls the method named at deferral on the operator).
+    """
+    if not method.isidentifier():
+        raise ValueError(f"the task was deferred with method {method!r}, not a Python name")
+    where, _, name = entrypoint.rpartition(":")
+    owner, dot, _ = name.rpartition(".")
+    return f"{where}:{owner}{dot}{method}"
+
+
+def call_entrypoint(
+    function: Callable[..., Any], context: Context, kwargs: dict[str, Any] | None = None
+) -> Any:
+    """Call ``function`` with ``context`` if it takes a positional parameter (else without),
+    and with ``kwargs`` as keyword arguments."""
+    kwargs = kwargs or {}
+    return function(context, **kwargs) if _takes_positional(function) else function(**kwargs)
 
 
 def _takes_positional(function: Callable[..., Any]) -> bool:

@@ -37,7 +37,7 @@ from comms.messages import (
     TerminalRequest,
     state_of,
 )
-from sdk._entrypoint import call_entrypoint, load_entrypoint
+from sdk._entrypoint import call_entrypoint, load_entrypoint, resumption_of
 from sdk._json_values import NotJsonError, ensure_json
 from sdk._log import format_exception, log
 from sdk._xcoms import XCom
@@ -74,8 +74,11 @@ def run_task(target: str | Callable[..., Any], context: Context) -> Outcome:
     """
     return_value: Any = None
     try:
-        function = load_entrypoint(target) if isinstance(target, str) else target
-        return_value = call_entrypoint(function, context)
+        if context.next_method is None:
+            function = load_entrypoint(target) if isinstance(target, str) else target
+            return_value = call_entrypoint(function, context)
+        else:
+            return_value = _resume(target, context.next_method, context)
         if return_value is not None:
             try:
                 ensure_json(return_value, "the task's return value")
@@ -100,6 +103,19 @@ def run_task(target: str | Callable[..., Any], context: Context) -> Outcome:
         return _ended(RescheduleTask(id=0, reschedule_date=exc.at), return_value)
     except BaseException as exc:
         return _ended(_error(exc, context), return_value)
+
+
+def _resume(target: str | Callable[..., Any], method: str, context: Context) -> Any:
+    """Call the method a deferred task named, beside ``target``, with ``next_kwargs``."""
+    if not isinstance(target, str):
+        target = f"{target.__module__}:{target.__qualname__}"
+    kwargs = context.next_kwargs or {}
+    if not isinstance(kwargs, dict):
+        raise TypeError(
+            f"the server resumed this task with next_kwargs of type {type(kwargs).__name__}, "
+            "expected an object of keyword arguments"
+        )
+    return call_entrypoint(load_entrypoint(resumption_of(target, method)), context, kwargs)
 
 
 def _error(exc: BaseException, context: Context) -> TerminalRequest:

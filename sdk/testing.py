@@ -88,10 +88,13 @@ def make_context(
     logical_date: dt.datetime | None = None,
     start_date: dt.datetime | None = None,
     ti_id: uuid.UUID | None = None,
+    next_method: str | None = None,
+    next_kwargs: Mapping[str, Any] | None = None,
 ) -> Context:
     """A :class:`~sdk.context.Context` for tests; every field has a plain default.
 
-    ``params`` becomes the dag run's ``conf``.
+    ``params`` becomes the dag run's ``conf``. ``next_method`` (with ``next_kwargs``) makes
+    it the context of a task resumed after a deferral.
     """
     now = dt.datetime.now(dt.UTC)
     return Context(
@@ -114,6 +117,8 @@ def make_context(
         max_tries=max_tries,
         should_retry=should_retry,
         params=dict(params or {}),
+        next_method=next_method,
+        next_kwargs=None if next_kwargs is None else dict(next_kwargs),
     )
 
 

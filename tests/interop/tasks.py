@@ -66,19 +66,22 @@ def reschedules() -> None:
 
 
 def defers_then_resumes(context: Context) -> Any:
-    """Defer to Airflow's ``TimeDeltaTrigger``; once resumed, return what the resumption got."""
-    if context.next_method is None:
-        raise Defer(
-            "airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
-            # Airflow's triggerer serde-decodes trigger kwargs: a timedelta must be sent in
-            # serde's shape, plain JSON numbers are passed through as they are.
-            trigger_kwargs={
-                "delta": {"__classname__": "datetime.timedelta", "__version__": 2, "__data__": 0.0}
-            },
-            method_name="after_wait",
-            kwargs={"started": context.start_date.isoformat()},
-        )
-    return {"next_method": context.next_method, "next_kwargs": context.next_kwargs}
+    """Defer to Airflow's ``TimeDeltaTrigger``; the runner resumes the try at ``after_wait``."""
+    raise Defer(
+        "airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
+        # Airflow's triggerer serde-decodes trigger kwargs: a timedelta must be sent in
+        # serde's shape, plain JSON numbers are passed through as they are.
+        trigger_kwargs={
+            "delta": {"__classname__": "datetime.timedelta", "__version__": 2, "__data__": 0.0}
+        },
+        method_name="after_wait",
+        kwargs={"started": context.start_date.isoformat()},
+    )
+
+
+def after_wait(context: Context, started: str, event: Any = None) -> Any:
+    """Where ``defers_then_resumes`` resumes: return what the resumption got."""
+    return {"next_method": context.next_method, "started": started, "event": event}
 
 
 def skips() -> None:

@@ -48,6 +48,8 @@ def startup_details(
     should_retry: bool = False,
     conf: dict[str, Any] | None = None,
     pushed: PushedValues | None = None,
+    next_method: str | None = None,
+    next_kwargs: dict[str, Any] | None = None,
 ) -> StartupDetails:
     return StartupDetails(
         protocol_version=PROTOCOL_VERSION,
@@ -63,6 +65,8 @@ def startup_details(
             ),
             max_tries=3,
             should_retry=should_retry,
+            next_method=next_method,
+            next_kwargs=next_kwargs,
         ),
         start_date=dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC),
         entrypoint=entrypoint,

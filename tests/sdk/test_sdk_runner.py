@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from sdk_peer import TaskRun, raw, run_forked_task
+from sdk_peer import TaskRun, raw, run_forked_task, startup_details
 
 from comms.messages import (
     DeferTask,
@@ -379,6 +379,52 @@ def test_defer_sends_defer_task(tmp_path: Path) -> None:
         next_method="resume",
         next_kwargs={"n": 1},
     )
+
+
+RESUMABLE = """
+import sdk
+
+def main():
+    raise sdk.Defer("triggers.Wait", method_name="resume", kwargs={"n": 1})
+
+def resume(context, n, event=None):
+    return {"method": context.next_method, "n": n, "event": event}
+
+class Sensor:
+    def poke(context):
+        raise sdk.Defer("triggers.Wait", method_name="done")
+
+    def done(context, event):
+        return f"{context.task_id} done after {event}"
+"""
+
+
+def test_a_resumed_task_calls_the_method_it_deferred_to_with_its_kwargs(tmp_path: Path) -> None:
+    write_task(tmp_path, RESUMABLE)
+    resumed = startup_details(
+        "task.py:main", next_method="resume", next_kwargs={"n": 1, "event": "fired"}
+    )
+    run = run_forked_task("task.py:main", cwd=str(tmp_path), first_line=resumed)
+    assert run.messages[0] == SetXCom(
+        id=1, key="return_value", value=raw({"method": "resume", "n": 1, "event": "fired"})
+    )
+    assert isinstance(run.terminal, SucceedTask)
+
+
+def test_a_method_entrypoint_resumes_at_the_method_of_the_same_class(tmp_path: Path) -> None:
+    write_task(tmp_path, RESUMABLE)
+    resumed = startup_details("task.py:Sensor.poke", next_method="done", next_kwargs={"event": 3})
+    run = run_forked_task("task.py:Sensor.poke", cwd=str(tmp_path), first_line=resumed)
+    assert run.messages[0] == SetXCom(id=1, key="return_value", value=raw("task done after 3"))
+
+
+def test_resuming_at_a_method_that_does_not_exist_fails_naming_it(tmp_path: Path) -> None:
+    write_task(tmp_path, RESUMABLE)
+    resumed = startup_details("task.py:main", next_method="gone", next_kwargs={})
+    run = run_forked_task("task.py:main", cwd=str(tmp_path), first_line=resumed)
+    assert isinstance(run.terminal, TaskState)
+    assert run.terminal.state == "failed"
+    assert "has no attribute 'gone'" in (run.terminal.reason or "")
 
 
 def test_reschedule_sends_reschedule_task(tmp_path: Path) -> None:

@@ -161,6 +161,26 @@ def test_run_takes_an_entrypoint_string(tmp_path: Path, monkeypatch: pytest.Monk
     assert "No module named 'no_such_module_xyz'" in (missing.reason or "")
 
 
+def deferring_task() -> None:
+    raise sdk.Defer("triggers.Wait", method_name="resumed_task", kwargs={"n": 2})
+
+
+def resumed_task(context: sdk.Context, n: int, event: str) -> str:
+    return f"{context.next_method}: {n} {event}"
+
+
+def test_run_resumes_a_deferred_task_at_the_method_it_named() -> None:
+    with fake_supervisor() as fake:
+        deferred = fake.run(deferring_task)
+    assert deferred.state == "deferred"
+    resumed_context = make_context(
+        next_method="resumed_task", next_kwargs={"n": 2, "event": "fired"}
+    )
+    with fake_supervisor(context=resumed_context) as fake:
+        resumed = fake.run(deferring_task)
+    assert (resumed.state, resumed.return_value) == ("success", "resumed_task: 2 fired")
+
+
 def test_stdlib_logging_is_captured_inside_the_block_only() -> None:
     logger = logging.getLogger("tests.sdk.fake")
     with fake_supervisor() as fake:
