@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging  # noqa: F401 - loaded before the fork, see below
 import os
 import signal
 import sys
@@ -30,6 +31,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NoReturn
 
 import msgspec
+
+# Both processes need these and logging (the task runner, the relay and the HTTP client):
+# loaded once, before the fork, they cost one import instead of two (~9 ms) and their pages
+# start out shared. Like msgspec, none of them starts a thread or holds a secret.
+from comms import framing, pushed  # noqa: F401
+from supervisor._linux import set_parent_death_signal
 
 if TYPE_CHECKING:
     from supervisor.activity import Activity, RunAs
@@ -191,8 +198,6 @@ def _read_launch(control: int) -> Launch | None:
 
 def _die_with(supervisor_pid: int) -> None:
     """SIGKILL this process when the supervisor dies; exit now if it already has."""
-    from supervisor._linux import set_parent_death_signal
-
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != supervisor_pid:  # it died before the signal was armed
         os._exit(LAUNCH_FAILED)
