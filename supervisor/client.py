@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -49,8 +48,7 @@ USER_AGENT = "taskvisor/0.1"
 _encoder = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class RetryPolicy(msgspec.Struct, frozen=True):
     """Retries for connection errors, timeouts and 5xx: exponential backoff, full jitter.
 
     A call gives up when the next wait would end past ``budget`` seconds after it started.

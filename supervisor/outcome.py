@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import signal
-from dataclasses import dataclass
+
+import msgspec
 
 from comms.api import (
     TIDeferredStatePayload,
@@ -64,8 +65,7 @@ class StopReason(enum.StrEnum):
     SUPERVISOR_ERROR = "supervisor_error"  # a bug in the supervisor; the task was stopped
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     """The state to report (None: report nothing), why, and the exit code of ``supervise``."""
 
     state: str | None

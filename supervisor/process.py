@@ -14,8 +14,9 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 if TYPE_CHECKING:
     import psutil
@@ -23,8 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ExitStatus", "TaskProcess", "signal_name"]
 
 
-@dataclass(frozen=True, slots=True)
-class ExitStatus:
+class ExitStatus(msgspec.Struct, frozen=True):
     """How the task's main process ended. ``code`` and ``signal`` are both None if unknown."""
 
     code: int | None = None

@@ -27,7 +27,6 @@ import logging  # noqa: F401 - loaded before the fork, see below
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NoReturn
 
 import msgspec
@@ -77,8 +76,7 @@ class Launch(msgspec.Struct, kw_only=True):
     isolate_network: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Zygote:
+class Zygote(msgspec.Struct, frozen=True):
     """The supervisor's handles on a forked zygote."""
 
     pid: int

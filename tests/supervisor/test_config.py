@@ -34,7 +34,7 @@ def test_environment_variables_override_each_setting():
 
 
 def test_every_setting_has_an_environment_variable():
-    names = list(SupervisorConfig.__dataclass_fields__)
+    names = list(SupervisorConfig.__struct_fields__)
     environ = {f"TASKVISOR_{name.upper()}": "7" for name in names}
     config = SupervisorConfig.from_env(environ)
     assert all(getattr(config, name) == 7 for name in names)
