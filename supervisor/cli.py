@@ -114,6 +114,11 @@ def _supervise(args: argparse.Namespace, zygote: object) -> int:
         data = _read_activity(args.activity, delete=args.delete_activity)
         activity = parse_activity(data)
         run_as = resolve_run_as(activity.run_as, euid=os.geteuid()) if activity.run_as else None
+        for name in SupervisorConfig.unknown_env_names():
+            sys.stderr.write(
+                f"supervise: warning: ignored {name}: not a supervise setting "
+                "(see supervise --help)\n"
+            )
         config = SupervisorConfig.from_env().with_overrides(
             heartbeat_interval=args.heartbeat_interval,
             heartbeat_tolerance=args.heartbeat_tolerance,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -55,6 +56,13 @@ class SupervisorConfig(msgspec.Struct, frozen=True):
             if name in env:
                 changes[field] = _number(name, env[name], integer=field == "max_line")
         return msgspec.structs.replace(cls(), **changes)
+
+    @classmethod
+    def unknown_env_names(cls, environ: Mapping[str, str] | None = None) -> list[str]:
+        """``TASKVISOR_*`` variables that name no setting (a typo is otherwise silent)."""
+        env = os.environ if environ is None else environ
+        known = {f"TASKVISOR_{field.upper()}" for field in cls.__struct_fields__}
+        return sorted(n for n in env if n.startswith("TASKVISOR_") and n not in known)
 
     def with_overrides(self, **values: Any) -> SupervisorConfig:
         """A copy with the given non-None settings changed (from command-line flags)."""

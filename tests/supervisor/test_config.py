@@ -81,3 +81,16 @@ def test_overrides_change_only_the_given_settings():
 def test_config_is_immutable():
     with pytest.raises(AttributeError):
         SupervisorConfig().kill_grace = 1.0  # type: ignore[misc]
+
+
+def test_taskvisor_variables_that_name_no_setting_are_reported():
+    environ = {
+        "TASKVISOR_HEARTBEAT_INTERVL": "1",
+        "TASKVISOR_KILL_GRACE": "2",
+        "TASKVISOR_A": "x",
+        "HEARTBEAT_INTERVAL": "3",
+    }
+    assert SupervisorConfig.unknown_env_names(environ) == [
+        "TASKVISOR_A",
+        "TASKVISOR_HEARTBEAT_INTERVL",
+    ]

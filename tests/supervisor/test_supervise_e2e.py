@@ -193,6 +193,17 @@ echo '{"type":"SucceedTask","id":2}'; read -r answer
     }
 
 
+def test_a_misspelt_setting_in_the_environment_is_named_on_stderr(
+    server: ReferenceServer,
+) -> None:
+    _, activity = server.create_task(entrypoint("skips"))
+
+    run = supervise(activity, env={"TASKVISOR_HEARTBEAT_INTERVL": "1"})
+
+    assert run.exit_code == 0, run.stderr
+    assert "warning: ignored TASKVISOR_HEARTBEAT_INTERVL: not a supervise setting" in run.stderr
+
+
 def test_command_task_speaks_the_protocol_in_plain_shell(server: ReferenceServer) -> None:
     server.admin.set_variable("greeting", "hi from the server")
     ti_id, activity = server.create_task(command=["sh", str(EXAMPLES / "command_task.sh")])
