@@ -40,6 +40,7 @@ from comms.messages import (
 from sdk._entrypoint import call_entrypoint, load_entrypoint, resumption_of
 from sdk._json_values import NotJsonError, ensure_json
 from sdk._log import format_exception, log
+from sdk._trigger_args import encode_trigger_kwargs
 from sdk._xcoms import XCom
 from sdk.context import Context
 from sdk.errors import SdkError
@@ -128,15 +129,16 @@ def _error(exc: BaseException, context: Context) -> TerminalRequest:
 
 def _deferral(exc: Defer) -> TerminalRequest:
     try:
-        ensure_json(exc.trigger_kwargs, "Defer trigger_kwargs")
+        trigger_kwargs = encode_trigger_kwargs(exc.trigger_kwargs)
+        ensure_json(trigger_kwargs, "Defer trigger_kwargs")
         ensure_json(exc.kwargs, "Defer kwargs")
-    except NotJsonError as bad:
+    except (NotJsonError, ValueError) as bad:
         _report("task deferred with arguments that cannot be sent", bad, traceback=False)
         return TaskState(id=0, state="failed", reason=str(bad))
     return DeferTask(
         id=0,
         classpath=exc.classpath,
-        trigger_kwargs=exc.trigger_kwargs,
+        trigger_kwargs=trigger_kwargs,
         trigger_timeout=exc.timeout_seconds,
         next_method=exc.method_name,
         next_kwargs=exc.kwargs,

@@ -36,7 +36,9 @@ class Defer(TaskOutcome):
     """Hand the task to a trigger; it resumes in ``method_name(**kwargs)`` when the trigger fires.
 
     ``classpath`` names the trigger class, ``trigger_kwargs`` its arguments; ``timeout`` (a
-    :class:`~datetime.timedelta` or seconds) bounds the wait. Arguments must be JSON values.
+    :class:`~datetime.timedelta` or seconds) bounds the wait. Arguments must be JSON values;
+    in ``trigger_kwargs`` also ``timedelta``, ``date`` and timezone-aware ``datetime``, sent
+    in the tagged form Airflow's triggerer decodes.
     """
 
     def __init__(

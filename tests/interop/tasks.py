@@ -69,11 +69,18 @@ def defers_then_resumes(context: Context) -> Any:
     """Defer to Airflow's ``TimeDeltaTrigger``; the runner resumes the try at ``after_wait``."""
     raise Defer(
         "airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
-        # Airflow's triggerer serde-decodes trigger kwargs: a timedelta must be sent in
-        # serde's shape, plain JSON numbers are passed through as they are.
-        trigger_kwargs={
-            "delta": {"__classname__": "datetime.timedelta", "__version__": 2, "__data__": 0.0}
-        },
+        # Sent in the tagged form Airflow's triggerer decodes (a bare 0.0 would fail there).
+        trigger_kwargs={"delta": dt.timedelta(0)},
+        method_name="after_wait",
+        kwargs={"started": context.start_date.isoformat()},
+    )
+
+
+def defers_until_a_moment(context: Context) -> Any:
+    """Defer to Airflow's ``DateTimeTrigger`` with a ``datetime``; resumes at ``after_wait``."""
+    raise Defer(
+        "airflow.providers.standard.triggers.temporal.DateTimeTrigger",
+        trigger_kwargs={"moment": dt.datetime.now(dt.UTC)},
         method_name="after_wait",
         kwargs={"started": context.start_date.isoformat()},
     )

@@ -350,16 +350,21 @@ def test_task_killed_from_outside_is_up_for_retry_in_airflow(
     assert airflow.rest_ti(workload)["state"] == "up_for_retry"
 
 
+@pytest.mark.parametrize(
+    "entrypoint",
+    # A timedelta and a datetime in trigger_kwargs, each sent in serde's tagged form.
+    ["defers_then_resumes", "defers_until_a_moment"],
+)
 def test_deferred_task_resumes_after_airflow_runs_its_trigger(
-    airflow: Airflow, tmp_path: Path
+    airflow: Airflow, tmp_path: Path, entrypoint: str
 ) -> None:
     deferred = airflow.queue(work=0)["work"]
-    first = supervise(tmp_path, activity_for(airflow, deferred, entrypoint="defers_then_resumes"))
+    first = supervise(tmp_path, activity_for(airflow, deferred, entrypoint=entrypoint))
     assert first.returncode == SUCCESS_OR_SKIPPED, first
     assert airflow.rest_ti(deferred)["state"] == "deferred"
 
     resumed = airflow.resume(deferred)  # Airflow builds and runs the trigger we asked for
-    result = supervise(tmp_path, activity_for(airflow, resumed, entrypoint="defers_then_resumes"))
+    result = supervise(tmp_path, activity_for(airflow, resumed, entrypoint=entrypoint))
 
     assert result.returncode == SUCCESS_OR_SKIPPED, result
     ti = airflow.rest_ti(resumed)

@@ -381,6 +381,50 @@ def test_defer_sends_defer_task(tmp_path: Path) -> None:
     )
 
 
+def test_dates_and_durations_in_trigger_kwargs_are_sent_as_airflow_serde_objects(
+    tmp_path: Path,
+) -> None:
+    run = run_task_source(
+        tmp_path,
+        """
+        import datetime as dt
+        import sdk
+
+        def main():
+            raise sdk.Defer("triggers.Wait", trigger_kwargs={
+                "delta": dt.timedelta(minutes=1),
+                "moments": [dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), dt.date(2030, 1, 2)],
+                "plain": {"n": 1},
+            })
+        """,
+    )
+    assert isinstance(run.terminal, DeferTask)
+    assert run.terminal.trigger_kwargs == {
+        "delta": {"__classname__": "datetime.timedelta", "__version__": 2, "__data__": 60.0},
+        "moments": [
+            {"__classname__": "datetime.datetime", "__version__": 2, "__data__": 1893456000.0},
+            {"__classname__": "datetime.date", "__version__": 2, "__data__": "2030-01-02"},
+        ],
+        "plain": {"n": 1},
+    }
+
+
+def test_a_naive_datetime_in_trigger_kwargs_fails_the_task_saying_why(tmp_path: Path) -> None:
+    run = run_task_source(
+        tmp_path,
+        """
+        import datetime as dt
+        import sdk
+
+        def main():
+            raise sdk.Defer("triggers.Wait", trigger_kwargs={"at": dt.datetime(2030, 1, 1)})
+        """,
+    )
+    assert isinstance(run.terminal, TaskState)
+    assert run.terminal.state == "failed"
+    assert "timezone-aware" in (run.terminal.reason or "")
+
+
 RESUMABLE = """
 import sdk
 
