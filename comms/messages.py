@@ -285,6 +285,12 @@ class ConnectionResult(_Response, kw_only=True):
     port: int | None = None
     extra: str | None = None
 
+    @classmethod
+    def of(cls, rid: int, connection: msgspec.Struct) -> ConnectionResult:
+        """The answer to request ``rid`` carrying ``connection``'s fields (any struct with
+        exactly a connection's fields, e.g. the Execution API's or a pushed one)."""
+        return cls(id=rid, **msgspec.structs.asdict(connection))
+
 
 class XComResult(_Response, kw_only=True):
     """Answer to :class:`GetXCom`. ``value`` is any JSON value, kept encoded as in

@@ -12,8 +12,6 @@ longer pushed and reads go to the server.
 
 from __future__ import annotations
 
-import msgspec
-
 from comms.messages import (
     ConnectionResult,
     DeleteVariable,
@@ -46,7 +44,7 @@ class PushedAnswers:
         elif isinstance(request, GetConnection):
             conn = self._connections.get(request.conn_id)
             if conn is not None:
-                return ConnectionResult(id=request.id, **msgspec.structs.asdict(conn))
+                return ConnectionResult.of(request.id, conn)
         return None
 
     def learn(self, request: Request, response: Response) -> None:

@@ -203,7 +203,7 @@ class FakeSupervisor:
                 return _not_found(
                     request_id, ErrorCode.CONNECTION_NOT_FOUND, conn_id=message.conn_id
                 )
-            return ConnectionResult(id=request_id, **msgspec.structs.asdict(conn))
+            return ConnectionResult.of(request_id, conn)
         elif isinstance(message, GetXCom):
             key = self._pull_key(message)
             if key not in self.xcoms:

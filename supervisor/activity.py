@@ -127,8 +127,7 @@ def _check(activity: Activity) -> None:
             "$.command", "must be a non-empty list: the program, then its arguments"
         )
     for i, arg in enumerate(activity.command or ()):
-        if activity.token in arg:
-            raise ActivityError(f"$.command[{i}]", "holds the token, which never reaches the task")
+        _refuse_token(f"$.command[{i}]", arg, activity.token)
     if activity.timeout is not None and not activity.timeout > 0:
         raise ActivityError(
             "$.timeout", f"got {activity.timeout!r}; expected a number of seconds > 0"
@@ -148,8 +147,7 @@ def _check(activity: Activity) -> None:
             raise ActivityError(
                 f"$.env.{name}", "expected a variable name of letters, digits and _"
             )
-        if activity.token in value:
-            raise ActivityError(f"$.env.{name}", "holds the token, which never reaches the task")
+        _refuse_token(f"$.env.{name}", value, activity.token)
     if activity.context is not None:
         _check_context(activity.context, activity.token)
 
@@ -157,10 +155,7 @@ def _check(activity: Activity) -> None:
 def _check_context(context: PushedValues, token: str) -> None:
     # Pushed values are sent to the task with StartupDetails.
     for key, value in context.variables.items():
-        if token in value:
-            raise ActivityError(
-                f"$.context.variables.{key}", "holds the token, which never reaches the task"
-            )
+        _refuse_token(f"$.context.variables.{key}", value, token)
     seen: set[str] = set()
     for i, conn in enumerate(context.connections):
         if conn.conn_id in seen:
@@ -169,11 +164,14 @@ def _check_context(context: PushedValues, token: str) -> None:
             )
         seen.add(conn.conn_id)
         for name, value in msgspec.structs.asdict(conn).items():
-            if isinstance(value, str) and token in value:
-                raise ActivityError(
-                    f"$.context.connections[{i}].{name}",
-                    "holds the token, which never reaches the task",
-                )
+            if isinstance(value, str):
+                _refuse_token(f"$.context.connections[{i}].{name}", value, token)
+
+
+def _refuse_token(field: str, value: str, token: str) -> None:
+    # For what the task receives: its environment, argv and pushed values.
+    if token in value:
+        raise ActivityError(field, "holds the token, which never reaches the task")
 
 
 def resolve_run_as(name: str, *, euid: int) -> RunAs:

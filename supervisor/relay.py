@@ -118,7 +118,7 @@ class Relay:
         if isinstance(request, GetConnection):
             conn = client.get_connection(request.conn_id)
             self._register_connection(conn)
-            return ConnectionResult(id=rid, **msgspec.structs.asdict(conn))
+            return ConnectionResult.of(rid, conn)
         if isinstance(request, GetXCom):
             ti = self._ti
             xcom = client.get_xcom(
