@@ -1,33 +1,26 @@
-"""Execution API client: Airflow 3's wire protocol over httpx.
+"""Execution API client: Airflow 3's wire protocol over :mod:`supervisor.http`.
 
 Every request carries ``Authorization: Bearer``, the pinned ``Airflow-API-Version`` and a
 ``correlation-id``; a ``Refreshed-API-Token`` on any response replaces the token (this is also
 how a ``workload`` token is exchanged for an ``execution`` token on ``/run``). Connection
 errors, timeouts and 5xx are retried with exponential backoff and full jitter until a time
 budget runs out; 4xx are never retried. The transport is injectable, so tests hand in
-``httpx.MockTransport``.
+:class:`supervisor.http.MockTransport`.
 """
 
 from __future__ import annotations
 
 import random
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-# httpx imports its optional command-line client (click, pygments, rich) when they happen to
-# be installed; a supervisor never uses it, and it would cost every start ~20 ms and ~4 MB.
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+import msgspec
 
-import httpcore  # noqa: E402
-import httpx  # noqa: E402
-import msgspec  # noqa: E402
-
-from comms.api import (  # noqa: E402
+from comms.api import (
     API_VERSION,
     ConnectionResponse,
     TIEnterRunningPayload,
@@ -38,8 +31,9 @@ from comms.api import (  # noqa: E402
     VariableResponse,
     XComResponse,
 )
-from comms.api import TaskInstance as TIIdentity  # noqa: E402
-from supervisor.errors import ServerResponseError, ServerUnreachable  # noqa: E402
+from comms.api import TaskInstance as TIIdentity
+from supervisor.errors import ServerResponseError, ServerUnreachable
+from supervisor.http import HTTPTransport, Request, Response, Transport, TransportError
 
 __all__ = ["ExecutionApiClient", "RetryPolicy"]
 
@@ -77,7 +71,7 @@ class ExecutionApiClient:
         *,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
         on_retry: RetryHook | None = None,
         on_token: Callable[[str], None] | None = None,
     ) -> None:
@@ -87,17 +81,8 @@ class ExecutionApiClient:
         self._on_retry = on_retry
         #: Called with every token the server issues, before it is used (to mask it).
         self._on_token = on_token
-        limits = httpx.Limits(max_connections=8, max_keepalive_connections=4)
-        if transport is None and server.startswith("http://"):
-            transport = PlainHTTPTransport(limits)
-        self._http = httpx.Client(
-            base_url=server if server.endswith("/") else server + "/",
-            transport=transport,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            headers={"Airflow-API-Version": API_VERSION, "User-Agent": USER_AGENT},
-            limits=limits,
-            trust_env=False,
-        )
+        self._base = server if server.endswith("/") else server + "/"
+        self._http = transport or HTTPTransport(timeout=timeout, connect_timeout=min(timeout, 10.0))
 
     @property
     def token(self) -> str:
@@ -106,7 +91,7 @@ class ExecutionApiClient:
             return self._token
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the kept-alive connections."""
         self._http.close()
 
     # --- task instance --------------------------------------------------------------
@@ -182,22 +167,24 @@ class ExecutionApiClient:
         params: dict[str, Any] | None = None,
         retry: bool = True,
         budget: float | None = None,
-    ) -> httpx.Response:
+    ) -> Response:
         """Send one call with retries; return a 2xx response or raise an :class:`ApiError`."""
         if body is not None:
             content = _encoder.encode(body)
-        headers = {"Content-Type": "application/json"} if content is not None else {}
+        headers = {"Airflow-API-Version": API_VERSION, "User-Agent": USER_AGENT}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        url = self._base + path + (f"?{urlencode(params)}" if params else "")
         deadline = time.monotonic() + (self.retry.budget if budget is None else budget)
         attempt = 0
         while True:
             attempt += 1
             headers["Authorization"] = f"Bearer {self.token}"
             headers["correlation-id"] = str(uuid.uuid4())
+            request = Request(method, url, dict(headers), content or b"")
             try:
-                resp = self._http.request(
-                    method, path, content=content, params=params, headers=headers
-                )
-            except httpx.TransportError as exc:
+                resp = self._http.handle_request(request)
+            except TransportError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             else:
                 self._adopt_token(resp)
@@ -217,8 +204,8 @@ class ExecutionApiClient:
                 self._on_retry(f"{method} {path}", attempt, error, wait)
             time.sleep(wait)
 
-    def _adopt_token(self, resp: httpx.Response) -> None:
-        fresh = resp.headers.get("Refreshed-API-Token")
+    def _adopt_token(self, resp: Response) -> None:
+        fresh = resp.header("Refreshed-API-Token")
         if fresh:
             if self._on_token is not None:
                 self._on_token(fresh)
@@ -226,63 +213,11 @@ class ExecutionApiClient:
                 self._token = fresh
 
 
-class PlainHTTPTransport(httpx.BaseTransport):
-    """An ``http://`` transport that never initialises TLS.
-
-    ``httpx.HTTPTransport`` builds an ``SSLContext`` even for a plain-HTTP base URL (even
-    with ``verify=False``): OpenSSL 3's set-up costs every supervisor ~1.5 ms of CPU and
-    ~0.2 MB that a plain-HTTP server never uses. This is the same ``httpcore`` connection pool
-    without one; should a request ever go to ``https://``, httpcore makes its own default,
-    fully verifying context.
-    """
-
-    def __init__(self, limits: httpx.Limits) -> None:
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=None,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-        )
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` and read the whole answer (this client never streams)."""
-        url = request.url
-        try:
-            resp = self._pool.request(
-                request.method,
-                httpcore.URL(
-                    scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-                ),
-                headers=request.headers.raw,
-                content=request.read(),
-                extensions=request.extensions,  # carries httpx's timeouts to httpcore
-            )
-        except _HTTPCORE_ERRORS as exc:
-            # httpx names each of these exceptions as httpcore does; all are TransportError.
-            raise getattr(httpx, type(exc).__name__, httpx.TransportError)(str(exc)) from exc
-        return httpx.Response(
-            resp.status, headers=resp.headers, content=resp.content, extensions=resp.extensions
-        )
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._pool.close()
-
-
-_HTTPCORE_ERRORS = (
-    httpcore.TimeoutException,
-    httpcore.NetworkError,
-    httpcore.ProtocolError,
-    httpcore.UnsupportedProtocol,
-    httpcore.ProxyError,
-)
-
-
-def _detail(resp: httpx.Response) -> Any:
+def _detail(resp: Response) -> Any:
     try:
-        body = resp.json()
-    except ValueError:
-        return resp.text[:500]
+        body = msgspec.json.decode(resp.content)
+    except msgspec.DecodeError:
+        return resp.content[:500].decode("utf-8", "replace")
     return body.get("detail", body) if isinstance(body, dict) else body
 
 

@@ -52,6 +52,7 @@ from supervisor.client import ExecutionApiClient, RetryPolicy
 from supervisor.config import SupervisorConfig
 from supervisor.errors import ActivityError, ApiError, ServerResponseError, ServerUnreachable
 from supervisor.heartbeat import Heartbeat
+from supervisor.http import Transport
 from supervisor.masking import Masker
 from supervisor.outcome import (
     ExitCode,
@@ -82,7 +83,7 @@ def supervise(
     *,
     run_as: RunAs | None = None,
     log: TaskLog | None = None,
-    transport: Any = None,
+    transport: Transport | None = None,
 ) -> ExitCode:
     """Run the task try the activity describes in the forked ``zygote``; return the exit code."""
     masker = Masker()
@@ -116,7 +117,7 @@ class Supervision:
         masker: Masker,
         *,
         run_as: RunAs | None,
-        transport: Any,
+        transport: Transport | None,
     ) -> None:
         self.activity = activity
         self.ti = activity.ti

@@ -3,7 +3,8 @@
 * ``comms`` imports none of ``sdk``, ``supervisor``, ``apiserver``;
 * ``sdk`` never imports ``supervisor``, ``apiserver``, ``httpx`` or ``jwt``: the task child
   has no network client and no token code in it;
-* ``supervisor`` never imports ``apiserver``.
+* ``supervisor`` never imports ``apiserver``, nor ``httpx``/``httpcore``: its HTTP is h11
+  over sockets (``supervisor.http``), ~45 ms less start-up for every task try.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "comms": {"sdk", "supervisor", "apiserver"},
     "sdk": {"supervisor", "apiserver", "httpx", "jwt"},
-    "supervisor": {"apiserver"},
+    "supervisor": {"apiserver", "httpx", "httpcore"},
 }
 
 

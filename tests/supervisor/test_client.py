@@ -1,4 +1,4 @@
-"""supervisor.client: Airflow's Execution API over httpx, tested with MockTransport."""
+"""supervisor.client: Airflow's Execution API, tested with supervisor.http.MockTransport."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import uuid
 from collections.abc import Callable
 
-import httpx
 import msgspec
 import pytest
 
@@ -28,6 +27,7 @@ from supervisor.errors import (
     ServerUnreachable,
     Unauthorized,
 )
+from supervisor.http import ConnectError, MockTransport, ReadTimeout, Request, Response
 
 SERVER = "http://api.test/execution"
 TI_ID = uuid.UUID("3fa85f64-5717-4562-b3fc-2c963f66afa6")
@@ -48,17 +48,17 @@ RUN_CONTEXT = {
     "unknown_new_field": 1,
 }
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[Request], Response]
 
 
 class Recorder:
     """A MockTransport handler that records every request and answers from a script."""
 
-    def __init__(self, *answers: httpx.Response | Exception | Handler) -> None:
+    def __init__(self, *answers: Response | Exception | Handler) -> None:
         self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
+        self.requests: list[Request] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: Request) -> Response:
         self.requests.append(request)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
@@ -70,12 +70,12 @@ class Recorder:
 
 def client_for(recorder: Recorder, *, retry: RetryPolicy = TINY, **kwargs) -> ExecutionApiClient:
     return ExecutionApiClient(
-        SERVER, "tok-0", retry=retry, transport=httpx.MockTransport(recorder), **kwargs
+        SERVER, "tok-0", retry=retry, transport=MockTransport(recorder), **kwargs
     )
 
 
-def ok(json_body=None, **kwargs) -> httpx.Response:
-    return httpx.Response(200, json=json_body if json_body is not None else {}, **kwargs)
+def ok(json_body=None, **kwargs) -> Response:
+    return Response.with_json(200, json_body if json_body is not None else {}, **kwargs)
 
 
 def test_every_request_carries_bearer_token_api_version_and_a_fresh_correlation_id():
@@ -88,7 +88,7 @@ def test_every_request_carries_bearer_token_api_version_and_a_fresh_correlation_
     assert first.headers["Airflow-API-Version"] == API_VERSION
     assert uuid.UUID(first.headers["correlation-id"])
     assert first.headers["correlation-id"] != second.headers["correlation-id"]
-    assert str(first.url) == "http://api.test/execution/variables/k"
+    assert first.url == "http://api.test/execution/variables/k"
 
 
 def test_refreshed_token_is_adopted_and_used_on_the_next_request():
@@ -105,14 +105,12 @@ def test_refreshed_token_is_adopted_and_used_on_the_next_request():
 
 def test_workload_token_is_exchanged_on_run_and_run_context_decoded():
     rec = Recorder(ok(RUN_CONTEXT, headers={"Refreshed-API-Token": "execution-token"}))
-    client = ExecutionApiClient(
-        SERVER, "workload-token", retry=TINY, transport=httpx.MockTransport(rec)
-    )
+    client = ExecutionApiClient(SERVER, "workload-token", retry=TINY, transport=MockTransport(rec))
     payload = TIEnterRunningPayload(hostname="h", unixname="u", pid=42, start_date=WHEN)
     context = client.run(TI_ID, payload)
     request = rec.requests[0]
     assert request.method == "PATCH"
-    assert request.url.path == f"/execution/task-instances/{TI_ID}/run"
+    assert request.path == f"/execution/task-instances/{TI_ID}/run"
     assert request.headers["Authorization"] == "Bearer workload-token"
     assert request.headers["Content-Type"] == "application/json"
     assert json.loads(request.content) == {
@@ -142,7 +140,7 @@ def test_every_issued_token_is_handed_to_on_token_before_it_is_used():
 
 def test_refreshed_token_is_adopted_even_from_an_error_response():
     rec = Recorder(
-        httpx.Response(404, json={"detail": "nope"}, headers={"Refreshed-API-Token": "tok-9"})
+        Response.with_json(404, {"detail": "nope"}, headers={"Refreshed-API-Token": "tok-9"})
     )
     client = client_for(rec)
     with pytest.raises(NotFound):
@@ -152,8 +150,8 @@ def test_refreshed_token_is_adopted_even_from_an_error_response():
 
 def test_5xx_is_retried_until_success():
     rec = Recorder(
-        httpx.Response(503),
-        httpx.Response(500, json={"detail": "db"}),
+        Response(503),
+        Response.with_json(500, {"detail": "db"}),
         ok({"key": "k", "value": "v"}),
     )
     retries: list[tuple] = []
@@ -174,9 +172,7 @@ def test_5xx_is_retried_until_success():
 
 
 def test_connection_errors_are_retried_until_success():
-    rec = Recorder(
-        httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), ok({"key": "k", "value": "v"})
-    )
+    rec = Recorder(ConnectError("refused"), ReadTimeout("slow"), ok({"key": "k", "value": "v"}))
     retries: list[tuple] = []
     client = client_for(
         rec,
@@ -188,7 +184,7 @@ def test_connection_errors_are_retried_until_success():
 
 
 def test_retries_stop_when_the_budget_ends_with_server_unreachable_and_attempt_count():
-    rec = Recorder(httpx.ConnectError("refused"))
+    rec = Recorder(ConnectError("refused"))
     retries: list[tuple] = []
     client = client_for(
         rec,
@@ -205,7 +201,7 @@ def test_retries_stop_when_the_budget_ends_with_server_unreachable_and_attempt_c
 
 
 def test_zero_budget_means_one_attempt():
-    rec = Recorder(httpx.Response(502))
+    rec = Recorder(Response(502))
     client = client_for(rec, retry=RetryPolicy(budget=0.0, first_wait=0.001, max_wait=0.001))
     with pytest.raises(ServerUnreachable) as info:
         client.get_variable("k")
@@ -213,7 +209,7 @@ def test_zero_budget_means_one_attempt():
 
 
 def test_per_call_budget_overrides_the_policy():
-    rec = Recorder(httpx.Response(502))
+    rec = Recorder(Response(502))
     client = client_for(rec, retry=RetryPolicy(budget=3600, first_wait=0.001, max_wait=0.001))
     with pytest.raises(ServerUnreachable):
         client.update_state(TI_ID, TISuccessStatePayload(end_date=WHEN), budget=0.0)
@@ -236,7 +232,7 @@ def test_4xx_is_never_retried_and_raises_the_right_error_with_the_servers_detail
     status, error_type
 ):
     detail = {"reason": "invalid_state", "message": "TI was not queued"}
-    rec = Recorder(httpx.Response(status, json={"detail": detail}))
+    rec = Recorder(Response.with_json(status, {"detail": detail}))
     retries: list[tuple] = []
     client = client_for(
         rec, retry=RetryPolicy(budget=5.0, first_wait=0.001), on_retry=lambda *a: retries.append(a)
@@ -251,14 +247,14 @@ def test_4xx_is_never_retried_and_raises_the_right_error_with_the_servers_detail
 
 
 def test_non_json_error_body_becomes_the_detail_text():
-    rec = Recorder(httpx.Response(400, text="plain words"))
+    rec = Recorder(Response(400, content=b"plain words"))
     with pytest.raises(ServerResponseError) as info:
         client_for(rec).delete_variable("k")
     assert info.value.detail == "plain words"
 
 
 def test_heartbeat_is_one_attempt_never_retried():
-    rec = Recorder(httpx.Response(500))
+    rec = Recorder(Response(500))
     retries: list[tuple] = []
     client = client_for(
         rec, retry=RetryPolicy(budget=5.0, first_wait=0.001), on_retry=lambda *a: retries.append(a)
@@ -268,7 +264,7 @@ def test_heartbeat_is_one_attempt_never_retried():
     assert info.value.attempts == 1
     assert retries == []
     request = rec.requests[0]
-    assert (request.method, request.url.path) == (
+    assert (request.method, request.path) == (
         "PUT",
         f"/execution/task-instances/{TI_ID}/heartbeat",
     )
@@ -276,7 +272,7 @@ def test_heartbeat_is_one_attempt_never_retried():
 
 
 def test_heartbeat_connection_error_is_not_retried_either():
-    rec = Recorder(httpx.ConnectError("refused"))
+    rec = Recorder(ConnectError("refused"))
     client = client_for(rec, retry=RetryPolicy(budget=5.0, first_wait=0.001))
     with pytest.raises(ServerUnreachable):
         client.heartbeat(TI_ID, TIHeartbeatInfo(hostname="h", pid=7))
@@ -302,10 +298,10 @@ def test_heartbeat_connection_error_is_not_retried_either():
     ],
 )
 def test_update_state_patches_the_state_body(payload, body):
-    rec = Recorder(httpx.Response(204))
+    rec = Recorder(Response(204))
     client_for(rec).update_state(TI_ID, payload)
     request = rec.requests[0]
-    assert (request.method, request.url.path) == (
+    assert (request.method, request.path) == (
         "PATCH",
         f"/execution/task-instances/{TI_ID}/state",
     )
@@ -313,24 +309,24 @@ def test_update_state_patches_the_state_body(payload, body):
 
 
 def test_put_variable_body_names_the_value_val():
-    rec = Recorder(httpx.Response(201, json={"message": "ok"}))
+    rec = Recorder(Response.with_json(201, {"message": "ok"}))
     client_for(rec).put_variable("my/key", "the value", None)
     request = rec.requests[0]
     assert request.method == "PUT"
-    assert request.url.raw_path == b"/execution/variables/my%2Fkey"
+    assert request.target == "/execution/variables/my%2Fkey"
     assert json.loads(request.content) == {"val": "the value"}
 
 
 def test_put_variable_sends_a_description_when_given():
-    rec = Recorder(httpx.Response(201))
+    rec = Recorder(Response(201))
     client_for(rec).put_variable("k", "v", "what it is")
     assert json.loads(rec.requests[0].content) == {"val": "v", "description": "what it is"}
 
 
 def test_delete_variable():
-    rec = Recorder(httpx.Response(204))
+    rec = Recorder(Response(204))
     client_for(rec).delete_variable("k")
-    assert (rec.requests[0].method, rec.requests[0].url.path) == (
+    assert (rec.requests[0].method, rec.requests[0].path) == (
         "DELETE",
         "/execution/variables/k",
     )
@@ -352,18 +348,19 @@ def test_get_connection_decodes_airflows_shape():
     )
     conn = client_for(rec).get_connection("db")
     assert (conn.conn_id, conn.port, conn.password, conn.extra) == ("db", 5432, "pw", '{"a": 1}')
-    assert rec.requests[0].url.path == "/execution/connections/db"
+    assert rec.requests[0].path == "/execution/connections/db"
 
 
 def test_set_xcom_posts_the_raw_json_value_with_map_index_query():
-    rec = Recorder(httpx.Response(201))
+    rec = Recorder(Response(201))
     client_for(rec).set_xcom(TI, "return_value", b'{"rows": [1, 2]}')
     request = rec.requests[0]
     assert request.method == "POST"
-    assert request.url.raw_path.split(b"?")[0] == (
-        b"/execution/xcoms/my%20dag/manual__2026-01-01T00%3A00%3A00%2B00%3A00/t%2F1/return_value"
+    assert request.target == (
+        "/execution/xcoms/my%20dag/manual__2026-01-01T00%3A00%3A00%2B00%3A00/t%2F1/return_value"
+        "?map_index=2"
     )
-    assert request.url.params["map_index"] == "2"
+    assert request.params["map_index"] == "2"
     assert request.content == b'{"rows": [1, 2]}'
     assert request.headers["Content-Type"] == "application/json"
 
@@ -372,17 +369,17 @@ def test_get_xcom_reads_any_tasks_xcom_with_map_index_query():
     rec = Recorder(ok({"key": "k", "value": [1, "two"]}))
     xcom = client_for(rec).get_xcom("d", "r", "up", "k", -1)
     request = rec.requests[0]
-    assert (request.method, request.url.path) == ("GET", "/execution/xcoms/d/r/up/k")
-    assert request.url.params["map_index"] == "-1"
+    assert (request.method, request.path) == ("GET", "/execution/xcoms/d/r/up/k")
+    assert request.params["map_index"] == "-1"
     assert msgspec.json.decode(xcom.value) == [1, "two"]
 
 
 def test_delete_xcom_of_own_task_instance():
-    rec = Recorder(httpx.Response(204))
+    rec = Recorder(Response(204))
     client_for(rec).delete_xcom(TI, "k")
     request = rec.requests[0]
     assert request.method == "DELETE"
-    assert request.url.params["map_index"] == "2"
+    assert request.params["map_index"] == "2"
 
 
 def test_retry_policy_waits_grow_exponentially_with_full_jitter_and_a_cap():

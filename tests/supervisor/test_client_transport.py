@@ -1,9 +1,8 @@
-"""supervisor.client over real sockets: the plain-HTTP transport, its errors, and TLS for https."""
+"""supervisor.client over real sockets (the transport alone: test_http.py)."""
 
 from __future__ import annotations
 
 import socket
-import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,23 +75,3 @@ def test_a_server_that_never_answers_is_a_read_timeout():
         client = ExecutionApiClient(url, "tok", retry=ONE_TRY, timeout=0.2)
         with pytest.raises(ServerUnreachable, match="ReadTimeout"):
             client.get_variable("k")
-
-
-def test_tls_is_set_up_only_for_https_and_then_verifies(monkeypatch):
-    def forbidden(*args: object, **kwargs: object) -> ssl.SSLContext:
-        raise AssertionError("a TLS context was made for a plain-HTTP server")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(ssl, "SSLContext", forbidden)
-        ExecutionApiClient("http://api.test/execution", "tok").close()
-
-    made: list[ssl.SSLContext] = []
-    real = ssl.create_default_context
-
-    def recording(*args: object, **kwargs: object) -> ssl.SSLContext:
-        made.append(real(*args, **kwargs))  # type: ignore[arg-type]
-        return made[-1]
-
-    monkeypatch.setattr(ssl, "create_default_context", recording)
-    ExecutionApiClient("https://api.test/execution", "tok").close()
-    assert [(c.verify_mode, c.check_hostname) for c in made] == [(ssl.CERT_REQUIRED, True)]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 import uuid
 
-import httpx
 import pytest
 
 from comms.api import TIHeartbeatInfo
 from supervisor.client import ExecutionApiClient, RetryPolicy
 from supervisor.errors import Conflict, Gone, NotFound, ServerResponseError
 from supervisor.heartbeat import Heartbeat
+from supervisor.http import ConnectError, MockTransport, Request, Response
 
 TI_ID = uuid.UUID("3fa85f64-5717-4562-b3fc-2c963f66afa6")
 WAIT = 10.0  # generous upper bound for events on a loaded machine; never a sleep
@@ -31,7 +31,7 @@ class Server:
         self.reached[n] = event
         return event
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: Request) -> Response:
         with self.lock:
             self.count += 1
             n = self.count
@@ -70,7 +70,7 @@ def make_heartbeat(server: Server, calls: Calls, *, interval=0.005, tolerance=30
         "http://api.test/execution/",
         "tok",
         retry=RetryPolicy(budget=60.0, first_wait=0.001, max_wait=0.001),
-        transport=httpx.MockTransport(server),
+        transport=MockTransport(server),
     )
     return Heartbeat(
         client,
@@ -90,7 +90,7 @@ def finish(hb: Heartbeat) -> None:
 
 
 def test_heartbeats_are_sent_periodically_until_stopped():
-    server = Server(lambda n: httpx.Response(204))
+    server = Server(lambda n: Response(204))
     calls = Calls()
     third = server.expect(3)
     hb = make_heartbeat(server, calls)
@@ -104,9 +104,7 @@ def test_heartbeats_are_sent_periodically_until_stopped():
 @pytest.mark.parametrize(("status", "error_type"), [(404, NotFound), (409, Conflict), (410, Gone)])
 def test_server_says_stop_calls_on_stop_once_and_sends_no_more_beats(status, error_type):
     server = Server(
-        lambda n: (
-            httpx.Response(204) if n == 1 else httpx.Response(status, json={"detail": "cleared"})
-        )
+        lambda n: Response(204) if n == 1 else Response.with_json(status, {"detail": "cleared"})
     )
     calls = Calls()
     hb = make_heartbeat(server, calls)
@@ -122,7 +120,7 @@ def test_server_says_stop_calls_on_stop_once_and_sends_no_more_beats(status, err
 
 
 def test_transient_failures_are_reported_then_lost_once_past_the_tolerance():
-    server = Server(lambda n: httpx.Response(503) if n % 2 else httpx.ConnectError("refused"))
+    server = Server(lambda n: Response(503) if n % 2 else ConnectError("refused"))
     calls = Calls()
     hb = make_heartbeat(server, calls, interval=0.005, tolerance=0.1)
     hb.start()
@@ -139,7 +137,7 @@ def test_transient_failures_are_reported_then_lost_once_past_the_tolerance():
 
 def test_a_success_resets_the_tolerance():
     # Fail, succeed, fail, ... : silence never lasts long, so it is never lost.
-    server = Server(lambda n: httpx.Response(500) if n % 2 else httpx.Response(204))
+    server = Server(lambda n: Response(500) if n % 2 else Response(204))
     calls = Calls()
     tenth = server.expect(10)
     hb = make_heartbeat(server, calls, interval=0.005, tolerance=5.0)
@@ -151,7 +149,7 @@ def test_a_success_resets_the_tolerance():
 
 
 def test_heartbeat_failures_are_not_retried_within_one_beat():
-    server = Server(lambda n: httpx.Response(500))
+    server = Server(lambda n: Response(500))
     calls = Calls()
     second = server.expect(2)
     hb = make_heartbeat(server, calls, tolerance=60.0)
@@ -169,7 +167,7 @@ def test_stop_while_a_beat_is_in_flight_sends_no_further_beat():
     def answer(n):
         if n == 2:
             holder[0].stop()  # a terminal state is recorded during beat 2
-        return httpx.Response(204)
+        return Response(204)
 
     server = Server(answer)
     second = server.expect(2)
@@ -188,7 +186,7 @@ def test_conflict_after_stop_does_not_call_on_stop():
 
     def answer(n):
         holder[0].stop()  # the task finished; its in-flight beat sees the finished state
-        return httpx.Response(409, json={"detail": "not running"})
+        return Response.with_json(409, {"detail": "not running"})
 
     server = Server(answer)
     first = server.expect(1)
@@ -208,7 +206,7 @@ def test_failure_after_stop_is_not_reported():
 
     def answer(n):
         holder[0].stop()
-        return httpx.Response(503)
+        return Response(503)
 
     server = Server(answer)
     hb = make_heartbeat(server, calls, tolerance=0.0)
@@ -220,7 +218,7 @@ def test_failure_after_stop_is_not_reported():
 
 
 def test_stop_before_the_first_interval_sends_nothing():
-    server = Server(lambda n: httpx.Response(204))
+    server = Server(lambda n: Response(204))
     calls = Calls()
     hb = make_heartbeat(server, calls, interval=3600)
     hb.start()
@@ -231,7 +229,7 @@ def test_stop_before_the_first_interval_sends_nothing():
 
 def test_heartbeat_body_names_host_and_pid():
     bodies: list[bytes] = []
-    server = Server(lambda n: httpx.Response(204))
+    server = Server(lambda n: Response(204))
     calls = Calls()
     first = server.expect(1)
 
@@ -240,7 +238,7 @@ def test_heartbeat_body_names_host_and_pid():
         return server(request)
 
     client = ExecutionApiClient(
-        "http://api.test/execution/", "tok", transport=httpx.MockTransport(recording)
+        "http://api.test/execution/", "tok", transport=MockTransport(recording)
     )
     hb = Heartbeat(
         client,

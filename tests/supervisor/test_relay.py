@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import httpx
 import msgspec
 import pytest
 
@@ -29,6 +28,7 @@ from comms.messages import (
     XComResult,
 )
 from supervisor.client import ExecutionApiClient, RetryPolicy
+from supervisor.http import ConnectError, MockTransport, Request, Response
 from supervisor.masking import MASK, Masker
 from supervisor.relay import Relay
 
@@ -63,19 +63,19 @@ def raw(value: object) -> msgspec.Raw:
 class Api:
     """MockTransport handler: answers from a dict of (method, path) -> response."""
 
-    def __init__(self, routes=None, default: httpx.Response | Exception | None = None) -> None:
+    def __init__(self, routes=None, default: Response | Exception | None = None) -> None:
         self.routes = routes or {}
         self.default = (
-            default if default is not None else httpx.Response(404, json={"detail": "no route"})
+            default if default is not None else Response.with_json(404, {"detail": "no route"})
         )
-        self.requests: list[httpx.Request] = []
+        self.requests: list[Request] = []
         self.on_request = None
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: Request) -> Response:
         self.requests.append(request)
         if self.on_request is not None:
             self.on_request(request)
-        answer = self.routes.get((request.method, request.url.path), self.default)
+        answer = self.routes.get((request.method, request.path), self.default)
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -87,7 +87,7 @@ def make_relay(api: Api, context: PushedValues | None = CONTEXT, masker: Masker 
         "http://api.test/execution/",
         "tok",
         retry=RetryPolicy(budget=0.0, first_wait=0.001, max_wait=0.001),
-        transport=httpx.MockTransport(api),
+        transport=MockTransport(api),
     )
     return Relay(client, TI, context, masker), masker
 
@@ -140,14 +140,14 @@ def test_what_the_context_does_not_hold_is_left_to_the_api(request_):
 
 def test_a_pushed_variable_follows_the_writes_the_api_accepted():
     path = "/execution/variables/plain"
-    api = Api({("PUT", path): httpx.Response(201, json={})})
+    api = Api({("PUT", path): Response.with_json(201, {})})
     relay, _ = make_relay(api)
     assert relay.answer_remote(PutVariable(id=1, key="plain", value="new")) == OKResponse(id=1)
     assert relay.answer_locally(GetVariable(id=2, key="plain")) == VariableResult(
         id=2, key="plain", value="new"
     )
 
-    api.routes[("DELETE", path)] = httpx.Response(204)
+    api.routes[("DELETE", path)] = Response(204)
     assert relay.answer_remote(DeleteVariable(id=3, key="plain")) == OKResponse(id=3)
     assert relay.answer_locally(GetVariable(id=4, key="plain")) is None
 
@@ -170,8 +170,8 @@ def test_mask_secret_is_registered_locally_and_answered_ok():
 def test_variable_from_the_api_is_relayed():
     api = Api(
         {
-            ("GET", "/execution/variables/remote"): httpx.Response(
-                200, json={"key": "remote", "value": "v1"}
+            ("GET", "/execution/variables/remote"): Response.with_json(
+                200, {"key": "remote", "value": "v1"}
             )
         }
     )
@@ -185,8 +185,8 @@ def test_variable_from_the_api_is_relayed():
 def test_sensitive_variable_from_the_api_is_masked_before_the_answer_is_returned():
     api = Api(
         {
-            ("GET", "/execution/variables/db_password"): httpx.Response(
-                200, json={"key": "db_password", "value": "remote-secret"}
+            ("GET", "/execution/variables/db_password"): Response.with_json(
+                200, {"key": "db_password", "value": "remote-secret"}
             )
         }
     )
@@ -203,7 +203,7 @@ def test_connection_from_the_api_has_password_and_extra_masked_before_the_answer
         "password": "remote-password",
         "extra": json.dumps({"key_file": "remote-key-data", "n": 1}),
     }
-    api = Api({("GET", "/execution/connections/db"): httpx.Response(200, json=body)})
+    api = Api({("GET", "/execution/connections/db"): Response.with_json(200, body)})
     relay, masker = make_relay(api, context=None)
     answer = relay.answer_remote(GetConnection(id=4, conn_id="db"))
     assert isinstance(answer, ConnectionResult)
@@ -214,14 +214,14 @@ def test_connection_from_the_api_has_password_and_extra_masked_before_the_answer
 
 def test_connection_extra_that_is_not_json_is_masked_as_one_string():
     body = {"conn_id": "db", "conn_type": "x", "extra": "not json at all"}
-    api = Api({("GET", "/execution/connections/db"): httpx.Response(200, json=body)})
+    api = Api({("GET", "/execution/connections/db"): Response.with_json(200, body)})
     relay, masker = make_relay(api, context=None)
     relay.answer_remote(GetConnection(id=4, conn_id="db"))
     assert masker.mask("not json at all") == MASK
 
 
 def test_put_variable_with_a_sensitive_name_is_masked_before_it_is_sent():
-    api = Api({("PUT", "/execution/variables/my_secret"): httpx.Response(201)})
+    api = Api({("PUT", "/execution/variables/my_secret"): Response(201)})
     relay, masker = make_relay(api, context=None)
     seen_masked: list[bool] = []
     api.on_request = lambda _request: seen_masked.append(masker.mask("new-secret") == MASK)
@@ -235,8 +235,8 @@ def test_put_variable_with_a_sensitive_name_is_masked_before_it_is_sent():
 def test_xcom_pull_defaults_to_the_tasks_own_dag_and_run():
     api = Api(
         {
-            ("GET", "/execution/xcoms/dag/run/up/return_value"): httpx.Response(
-                200, json={"key": "return_value", "value": {"a": 1}}
+            ("GET", "/execution/xcoms/dag/run/up/return_value"): Response.with_json(
+                200, {"key": "return_value", "value": {"a": 1}}
             )
         }
     )
@@ -246,18 +246,18 @@ def test_xcom_pull_defaults_to_the_tasks_own_dag_and_run():
 
 
 def test_xcom_push_is_written_as_this_task_instance():
-    api = Api({("POST", "/execution/xcoms/dag/run/me/k"): httpx.Response(201)})
+    api = Api({("POST", "/execution/xcoms/dag/run/me/k"): Response(201)})
     relay, _ = make_relay(api)
     assert relay.answer_remote(SetXCom(id=8, key="k", value=raw([1, "x"]))) == OKResponse(id=8)
     assert json.loads(api.requests[0].content) == [1, "x"]
-    assert api.requests[0].url.params["map_index"] == "-1"
+    assert api.requests[0].params["map_index"] == "-1"
 
 
 def test_delete_requests_answer_ok():
     api = Api(
         {
-            ("DELETE", "/execution/variables/k"): httpx.Response(204),
-            ("DELETE", "/execution/xcoms/dag/run/me/k"): httpx.Response(204),
+            ("DELETE", "/execution/variables/k"): Response(204),
+            ("DELETE", "/execution/xcoms/dag/run/me/k"): Response(204),
         }
     )
     relay, _ = make_relay(api)
@@ -275,7 +275,7 @@ def test_delete_requests_answer_ok():
     ids=lambda v: getattr(v, "name", type(v).__name__),
 )
 def test_404_becomes_the_matching_not_found_code(request_, code):
-    api = Api(default=httpx.Response(404, json={"detail": {"reason": "not_found"}}))
+    api = Api(default=Response.with_json(404, {"detail": {"reason": "not_found"}}))
     relay, _ = make_relay(api, context=None)
     answer = relay.answer_remote(request_)
     assert answer == ErrorResponse(
@@ -285,7 +285,7 @@ def test_404_becomes_the_matching_not_found_code(request_, code):
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_401_and_403_become_permission_denied(status):
-    api = Api(default=httpx.Response(status, json={"detail": "team mismatch"}))
+    api = Api(default=Response.with_json(status, {"detail": "team mismatch"}))
     relay, _ = make_relay(api, context=None)
     answer = relay.answer_remote(GetVariable(id=10, key="other_team"))
     assert isinstance(answer, ErrorResponse)
@@ -294,7 +294,7 @@ def test_401_and_403_become_permission_denied(status):
 
 
 def test_other_4xx_becomes_api_server_error_with_status():
-    api = Api(default=httpx.Response(422, json={"detail": "bad"}))
+    api = Api(default=Response.with_json(422, {"detail": "bad"}))
     relay, _ = make_relay(api, context=None)
     answer = relay.answer_remote(PutVariable(id=11, key="k", value="v"))
     assert isinstance(answer, ErrorResponse)
@@ -303,7 +303,7 @@ def test_other_4xx_becomes_api_server_error_with_status():
 
 
 def test_404_on_a_write_is_not_reported_as_not_found():
-    api = Api(default=httpx.Response(404, json={"detail": "no TI"}))
+    api = Api(default=Response.with_json(404, {"detail": "no TI"}))
     relay, _ = make_relay(api, context=None)
     answer = relay.answer_remote(SetXCom(id=12, key="k", value=raw(1)))
     assert isinstance(answer, ErrorResponse)
@@ -311,7 +311,7 @@ def test_404_on_a_write_is_not_reported_as_not_found():
 
 
 @pytest.mark.parametrize(
-    "failure", [httpx.ConnectError("refused"), httpx.Response(503)], ids=["connect", "503"]
+    "failure", [ConnectError("refused"), Response(503)], ids=["connect", "503"]
 )
 def test_unreachable_server_becomes_api_unreachable_with_attempts(failure):
     api = Api(default=failure)
@@ -324,7 +324,7 @@ def test_unreachable_server_becomes_api_unreachable_with_attempts(failure):
 
 
 def test_unreadable_server_answer_becomes_api_server_error_not_an_exception():
-    api = Api(default=httpx.Response(200, json={"unexpected": "shape"}))
+    api = Api(default=Response.with_json(200, {"unexpected": "shape"}))
     relay, _ = make_relay(api, context=None)
     answer = relay.answer_remote(GetConnection(id=14, conn_id="db"))
     assert isinstance(answer, ErrorResponse)
