@@ -261,7 +261,8 @@ class HTTPTransport:
                 sock.close()
                 raise ConnectError(f"TLS with {host}:{port} failed: {_reason(exc)}") from None
         sock.settimeout(self.timeout)
-        return _Connection(sock, host if port == _DEFAULT_PORTS[scheme] else f"{host}:{port}")
+        name = f"[{host}]" if ":" in host else host  # an IPv6 address, as in the URL
+        return _Connection(sock, name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}")
 
     def _tls_context(self) -> ssl.SSLContext:
         with self._lock:
@@ -334,7 +335,7 @@ class _Connection:
         try:
             return self._sock.recv(_RECV)
         except TimeoutError:
-            raise ReadTimeout("no answer from the server within the read timeout") from None
+            raise ReadTimeout(f"no answer within {self._sock.gettimeout():g} s") from None
         except OSError as exc:
             raise NetworkError(f"receiving the answer: {_reason(exc)}") from None
 

@@ -32,20 +32,24 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 class ScriptedServer:
     """A loopback TCP server that runs ``script`` for each request on each connection."""
 
-    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, script: Script, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.script = script
         self.tls = tls
         self.requests: list[bytes] = []
         self.connections = 0
         #: Set each time the server has closed a connection.
         self.hung_up = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.create_server((host, 0), family=family)
+        self.host = f"[{host}]" if ":" in host else host
         self.port = self.listener.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def url(self, path: str = "/x", scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
+        return f"{scheme}://{self.host}:{self.port}{path}"
 
     def _serve(self) -> None:
         while True:
@@ -100,8 +104,8 @@ def _read_head(conn: socket.socket) -> bytes:
 def serve() -> Iterator[Callable[..., ScriptedServer]]:
     servers: list[ScriptedServer] = []
 
-    def start(script: Script, tls: ssl.SSLContext | None = None) -> ScriptedServer:
-        servers.append(ScriptedServer(script, tls))
+    def start(script: Script, **kwargs: object) -> ScriptedServer:
+        servers.append(ScriptedServer(script, **kwargs))  # type: ignore[arg-type]
         return servers[-1]
 
     yield start
@@ -138,6 +142,12 @@ def test_request_goes_out_with_host_header_and_the_answer_comes_back_whole(serve
     assert f"host: 127.0.0.1:{server.port}".encode() in head.lower()
     assert b"accept: */*" in head.lower()
     assert b"content-length" not in head.lower()
+
+
+def test_ipv6_address_is_bracketed_in_the_host_header(serve, transport):
+    server = serve(answer(OK), host="::1")
+    assert transport.handle_request(get(server.url())).status_code == 200
+    assert f"host: [::1]:{server.port}\r\n".encode() in server.requests[0].lower()
 
 
 def test_kept_alive_connection_serves_the_next_request(serve, transport):
