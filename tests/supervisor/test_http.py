@@ -157,6 +157,14 @@ def test_kept_alive_connection_serves_the_next_request(serve, transport):
     assert server.connections == 1
 
 
+def test_proxy_variables_are_not_used(serve, transport, monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # the discard port: nothing answers
+    server = serve(answer(OK))
+    assert transport.handle_request(get(server.url())).content == b"ok"
+    assert server.connections == 1
+
+
 def test_connection_close_from_the_server_means_a_new_connection_next_time(serve, transport):
     server = serve(answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"))
     transport.handle_request(get(server.url()))
