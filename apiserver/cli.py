@@ -2,7 +2,8 @@
 
 ::
 
-    taskvisor serve --db state.sqlite --secret S [--host 127.0.0.1] [--port 8080]
+    taskvisor serve --db state.sqlite --secret S [--host 127.0.0.1] [--port 8080] \\
+        [--ssl-certfile cert.pem --ssl-keyfile key.pem]
     taskvisor activity --db state.sqlite --secret S --server URL --entrypoint pkg.mod:func \\
         --out activity.json
     taskvisor demo
@@ -176,6 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="serve on this inherited listening socket instead of --host/--port",
     )
+    serve.add_argument(
+        "--ssl-certfile",
+        type=Path,
+        metavar="PATH",
+        help="serve HTTPS with this PEM certificate (chain); needs --ssl-keyfile",
+    )
+    serve.add_argument(
+        "--ssl-keyfile",
+        type=Path,
+        metavar="PATH",
+        help="the PEM private key of --ssl-certfile; needs --ssl-certfile",
+    )
 
     activity = commands.add_parser(
         "activity", help="create a queued task instance and write its activity file"
@@ -267,6 +280,14 @@ def _secret(args: argparse.Namespace) -> str:
     return secret
 
 
+def _check_tls_pair(args: argparse.Namespace) -> None:
+    """Exit 2 naming the missing flag unless both or neither TLS flags are given."""
+    if args.ssl_certfile is not None and args.ssl_keyfile is None:
+        args.parser.error("argument --ssl-certfile: needs --ssl-keyfile (the certificate's key)")
+    if args.ssl_keyfile is not None and args.ssl_certfile is None:
+        args.parser.error("argument --ssl-keyfile: needs --ssl-certfile (the key's certificate)")
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: a free one), for uvicorn.
 
@@ -292,6 +313,7 @@ def _serve(args: argparse.Namespace) -> int:
     from apiserver.app import create_app
 
     secret = _secret(args)
+    _check_tls_pair(args)
     if args.fd is not None:
         listener = socket.socket(fileno=args.fd)
     else:
@@ -307,16 +329,25 @@ def _serve(args: argparse.Namespace) -> int:
         leeway=args.leeway,
         refresh_floor=args.refresh_floor,
     )
-    host, port = listener.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"taskvisor: Execution API listening on http://{shown}:{port}/execution/", flush=True)
     config = uvicorn.Config(
         app,
         log_level="warning",
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=2,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
+    try:
+        config.load()  # now, not in run(): a bad certificate or key is a usage error
+    except OSError as exc:  # ssl.SSLError is an OSError
+        args.parser.error(
+            f"argument --ssl-certfile/--ssl-keyfile: cannot load the certificate and key: {exc}"
+        )
+    host, port = listener.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if config.is_ssl else "http"
+    print(f"taskvisor: Execution API listening on {scheme}://{shown}:{port}/execution/", flush=True)
     uvicorn.Server(config).run(sockets=[listener])
     return 0
 

@@ -17,6 +17,10 @@ answers, with a deadline (no sleeps). :meth:`ReferenceServer.stop` ends the proc
 and :meth:`ReferenceServer.kill` abruptly (either way the port then refuses connections);
 :meth:`ReferenceServer.start` starts it again on the same port, database and secret, which is
 what fault-injection tests need.
+
+With ``ssl_certfile`` and ``ssl_keyfile`` the server speaks HTTPS and :attr:`ReferenceServer.url`
+says ``https://``; a client then needs to trust the certificate (for ``supervise``:
+``SSL_CERT_FILE`` naming it, or the CA that issued it).
 """
 
 from __future__ import annotations
@@ -70,6 +74,9 @@ class ReferenceServer:
     ``token_lifetime`` is the life of the tokens the server issues (``/run`` exchange,
     reissue) and the default of :meth:`mint_token`; ``refresh_floor`` and ``leeway`` are passed
     to :func:`apiserver.app.create_app` (use ``refresh_floor=0`` for a pure 20% reissue window).
+
+    ``ssl_certfile`` and ``ssl_keyfile`` (PEM files; both or neither) make it serve HTTPS, as
+    ``taskvisor serve --ssl-certfile --ssl-keyfile`` does.
     """
 
     def __init__(
@@ -81,7 +88,13 @@ class ReferenceServer:
         workdir: str | Path | None = None,
         port: int = 0,
         startup_timeout: float = 30.0,
+        ssl_certfile: str | Path | None = None,
+        ssl_keyfile: str | Path | None = None,
     ) -> None:
+        if ssl_certfile is not None and ssl_keyfile is None:
+            raise ValueError("ssl_certfile needs ssl_keyfile: give both or neither")
+        if ssl_keyfile is not None and ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile: give both or neither")
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="taskvisor-server-")
@@ -96,6 +109,8 @@ class ReferenceServer:
         self.refresh_floor = refresh_floor
         self.port = port
         self.startup_timeout = startup_timeout
+        self.ssl_certfile = None if ssl_certfile is None else Path(ssl_certfile)
+        self.ssl_keyfile = None if ssl_keyfile is None else Path(ssl_keyfile)
         self.admin = Admin(self.db_path)
         self._process: subprocess.Popen[bytes] | None = None
         self._reaper: weakref.finalize[[subprocess.Popen[bytes]], ReferenceServer] | None = None
@@ -104,10 +119,12 @@ class ReferenceServer:
 
     @property
     def url(self) -> str:
-        """The Execution API base URL, e.g. ``http://127.0.0.1:41234/execution/``."""
+        """The Execution API base URL, e.g. ``http://127.0.0.1:41234/execution/`` (``https://``
+        with a certificate)."""
         if not self.port:
             raise RuntimeError("the server has not been started yet")
-        return f"http://{_HOST}:{self.port}/execution/"
+        scheme = "http" if self.ssl_certfile is None else "https"
+        return f"{scheme}://{_HOST}:{self.port}/execution/"
 
     @property
     def running(self) -> bool:
@@ -141,6 +158,9 @@ class ReferenceServer:
                 "--refresh-floor",
                 str(self.refresh_floor),
             ]
+            if self.ssl_certfile is not None and self.ssl_keyfile is not None:
+                command += ["--ssl-certfile", str(self.ssl_certfile)]
+                command += ["--ssl-keyfile", str(self.ssl_keyfile)]
             with self.server_log.open("ab") as log:
                 self._process = subprocess.Popen(
                     command,
@@ -169,7 +189,9 @@ class ReferenceServer:
         deadline = time.monotonic() + self.startup_timeout
         health = f"{self.url}health"
         # trust_env=False: a proxy configured in the environment must not see loopback calls.
-        with httpx.Client(timeout=1.0, trust_env=False) as client:
+        # verify=False: this only asks whether the process we started answers; whether a
+        # client trusts its certificate is what the caller tests.
+        with httpx.Client(timeout=1.0, trust_env=False, verify=False) as client:  # noqa: S501
             while True:
                 if self._process.poll() is not None:
                     raise ServerStartError(

@@ -1,0 +1,140 @@
+"""HTTPS end to end: real ``supervise`` against the reference server serving TLS on loopback."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from supervise_helpers import entrypoint, supervise
+
+from apiserver.testing import ReferenceServer
+
+TASKVISOR = Path(sys.executable).parent / "taskvisor"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with the openssl command."""
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[ReferenceServer]:
+    """One reference server speaking HTTPS with ``certificate``, on a free loopback port."""
+    cert, key = certificate
+    with ReferenceServer(ssl_certfile=cert, ssl_keyfile=key) as srv:
+        yield srv
+
+
+@pytest.fixture
+def no_extra_trust(monkeypatch: pytest.MonkeyPatch) -> None:
+    """supervise trusts only the system's CA store (none of it signed our certificate)."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+
+
+def test_supervise_runs_a_task_to_success_over_https_when_ssl_cert_file_trusts_the_server(
+    tls_server: ReferenceServer, certificate: tuple[Path, Path], no_extra_trust: None
+) -> None:
+    ti_id, activity = tls_server.create_task(entrypoint("round_trips"))
+    tls_server.admin.set_variable("greeting", "hello")
+    tls_server.admin.set_connection("warehouse", conn_type="postgres", login="ann")
+    assert tls_server.url.startswith("https://127.0.0.1:")
+
+    run = supervise(activity, env={"SSL_CERT_FILE": str(certificate[0])})
+
+    assert run.exit_code == 0, run.stderr
+    assert tls_server.admin.get_task_instance(ti_id).state == "success"
+    assert tls_server.admin.xcoms_of(ti_id)["return_value"]["greeting"] == "hello"
+    assert tls_server.admin.get_variable("written_by_task") == "hello back"
+
+
+def test_supervise_without_trust_in_the_certificate_exits_3_like_an_unreachable_server(
+    tls_server: ReferenceServer, no_extra_trust: None, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    ti_id, activity = tls_server.create_task(
+        entrypoint("writes_marker"), env={"MARKER": str(marker)}
+    )
+
+    run = supervise(activity, env={"TASKVISOR_API_RETRY_BUDGET": "0.5"})
+
+    assert run.exit_code == 3, run.stderr
+    assert "could not be reached" in run.stderr
+    assert "certificate verify failed" in run.stderr
+    (final,) = [
+        r for r in run.records() if r["event"].startswith("The Execution API server could not be")
+    ]
+    assert "certificate verify failed" in final["error"]
+    assert final["exit_code"] == 3
+    assert not marker.exists()  # task code never ran
+    assert tls_server.admin.get_task_instance(ti_id).state == "queued"
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [("--ssl-certfile", "--ssl-keyfile"), ("--ssl-keyfile", "--ssl-certfile")],
+)
+def test_serve_with_one_tls_flag_exits_2_naming_the_missing_flag(
+    tmp_path: Path, certificate: tuple[Path, Path], given: str, missing: str
+) -> None:
+    pem = certificate[0] if given == "--ssl-certfile" else certificate[1]
+    result = subprocess.run(
+        [
+            *(str(TASKVISOR), "serve", "--port", "0", "--db", str(tmp_path / "db.sqlite")),
+            *(given, str(pem)),
+        ],
+        env={**os.environ, "TASKVISOR_JWT_SECRET": secrets.token_urlsafe(64)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"argument {given}: needs {missing}" in result.stderr
+    assert result.stdout == ""  # never said it was listening
+
+
+def test_serve_with_a_key_that_is_not_the_certificates_exits_2_naming_both_flags(
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    cert, _ = certificate
+    result = subprocess.run(
+        [
+            *(str(TASKVISOR), "serve", "--port", "0", "--db", str(tmp_path / "db.sqlite")),
+            *("--ssl-certfile", str(cert), "--ssl-keyfile", str(cert)),
+        ],
+        env={**os.environ, "TASKVISOR_JWT_SECRET": secrets.token_urlsafe(64)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "argument --ssl-certfile/--ssl-keyfile: cannot load the certificate and key" in (
+        result.stderr
+    )
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("given", ["ssl_certfile", "ssl_keyfile"])
+def test_reference_server_with_one_tls_file_is_refused_before_anything_starts(
+    tmp_path: Path, given: str
+) -> None:
+    with pytest.raises(ValueError, match=f"{given} needs"):
+        ReferenceServer(workdir=tmp_path, **{given: tmp_path / "x.pem"})
+    assert not (tmp_path / "server.sqlite").exists()
