@@ -15,7 +15,12 @@ the branch it owns, and users catch what they can name::
     │       ├── NotFound                404
     │       ├── Conflict                409: not runnable, running elsewhere
     │       └── Gone                    410: the task instance was cleared
+    ├── TransportError                  supervisor.http: one request/answer exchange failed
+    │   ├── ConnectError, ConnectTimeout    (the client retries these; after its budget:
+    │   ├── ReadTimeout, WriteTimeout        ServerUnreachable)
+    │   └── NetworkError, RemoteProtocolError
     └── SdkError                        sdk.errors: an SDK call failed inside the task
+        ├── NotJsonError                a value to store is not plain JSON (also a TypeError)
         ├── NotInSupervisorError        SDK used outside a supervised task
         ├── ChannelClosedError          the supervisor went away
         └── RequestFailed               the supervisor answered ErrorResponse: ``code``, ``detail``

@@ -9,11 +9,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sdk.errors import SdkError
+
 __all__ = ["NotJsonError", "ensure_json"]
 
 
-class NotJsonError(TypeError):
-    """A value that must be plain JSON is not. The message names the type and where it is."""
+class NotJsonError(SdkError, TypeError):
+    """A value that must be plain JSON is not. The message names the type and where it is.
+
+    Also a ``TypeError``, which is what Python code expects of a value of the wrong type."""
 
 
 def ensure_json(value: Any, what: str) -> None:

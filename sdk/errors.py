@@ -3,6 +3,7 @@
 ::
 
     SdkError                    an SDK call failed inside the task
+    ├── NotJsonError            a value to store is not plain JSON (also a TypeError)
     ├── NotInSupervisorError    SDK used outside a supervised task
     ├── ChannelClosedError      the supervisor went away
     └── RequestFailed           the supervisor answered ErrorResponse: ``code``, ``detail``

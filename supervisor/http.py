@@ -7,7 +7,8 @@ is the sans-IO HTTP/1.1 state machine under httpcore and uvicorn (~5 ms to impor
 module adds a keep-alive connection pool and timeouts around it, and nothing else.
 
 Errors: every failure to exchange a request and its response is a :class:`TransportError`
-(the request may or may not have reached the server; the client decides whether to retry)::
+(the request may or may not have reached the server; the client decides whether to retry),
+the branch of :mod:`comms.errors`' tree this module owns::
 
     TransportError
      ├── ConnectError          could not connect: refused, unreachable, name, TLS handshake
@@ -33,6 +34,8 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 import h11
 import msgspec
 
+from comms.errors import TaskvisorError
+
 if TYPE_CHECKING:
     import ssl
 
@@ -52,7 +55,7 @@ __all__ = [
 ]
 
 
-class TransportError(Exception):
+class TransportError(TaskvisorError):
     """A request and its answer could not be exchanged."""
 
 

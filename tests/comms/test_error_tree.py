@@ -41,3 +41,26 @@ def test_the_supervisor_errors_hang_from_the_same_root():
 
     assert issubclass(ActivityError, TaskvisorError)
     assert issubclass(ApiError, TaskvisorError)
+
+
+@pytest.mark.parametrize("package", ["comms", "sdk", "supervisor"])
+def test_every_public_exception_hangs_from_the_drawn_tree(package):
+    # apiserver is left out: the reference server's errors become HTTP answers, never reach
+    # a supervisor or a task as exceptions.
+    import importlib
+    import pkgutil
+
+    from sdk.outcomes import TaskOutcome
+
+    root = importlib.import_module(package)
+    strays = []
+    for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            is_error = isinstance(obj, type) and issubclass(obj, BaseException)
+            if is_error and not issubclass(obj, TaskvisorError | TaskOutcome):
+                strays.append(f"{info.name}.{name}")
+    assert not strays, f"exceptions outside comms.errors' tree: {strays}"
