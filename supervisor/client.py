@@ -4,8 +4,8 @@ Every request carries ``Authorization: Bearer``, the pinned ``Airflow-API-Versio
 ``correlation-id``; a ``Refreshed-API-Token`` on any response replaces the token (this is also
 how a ``workload`` token is exchanged for an ``execution`` token on ``/run``). Connection
 errors, timeouts and 5xx are retried with exponential backoff and full jitter until a time
-budget runs out; 4xx are never retried. The transport is injectable, so tests hand in
-:class:`supervisor.http.MockTransport`.
+budget runs out; 4xx and a server certificate that fails verification are never retried.
+The transport is injectable, so tests hand in :class:`supervisor.http.MockTransport`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,14 @@ from comms.api import (
 )
 from comms.api import TaskInstance as TIIdentity
 from supervisor.errors import ServerResponseError, ServerUnreachable
-from supervisor.http import HTTPTransport, Request, Response, Transport, TransportError
+from supervisor.http import (
+    CertificateError,
+    HTTPTransport,
+    Request,
+    Response,
+    Transport,
+    TransportError,
+)
 
 __all__ = ["ExecutionApiClient", "RetryPolicy"]
 
@@ -184,6 +191,11 @@ class ExecutionApiClient:
             request = Request(method, url, dict(headers), content or b"")
             try:
                 resp = self._http.handle_request(request)
+            except CertificateError as exc:  # trust does not change between attempts
+                raise ServerUnreachable(
+                    f"{method} {path} failed, not retried: {type(exc).__name__}: {exc}",
+                    attempts=attempt,
+                ) from None
             except TransportError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             else:

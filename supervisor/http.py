@@ -12,6 +12,7 @@ the branch of :mod:`comms.errors`' tree this module owns::
 
     TransportError
      ├── ConnectError          could not connect: refused, unreachable, name, TLS handshake
+     │   └── CertificateError  the server's certificate failed verification
      ├── ConnectTimeout        connecting took longer than the connect timeout
      ├── ReadTimeout           no byte of the answer for the read timeout
      ├── WriteTimeout          the server took no byte of the request for the write timeout
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     import ssl
 
 __all__ = [
+    "CertificateError",
     "ConnectError",
     "ConnectTimeout",
     "HTTPTransport",
@@ -61,6 +63,10 @@ class TransportError(TaskvisorError):
 
 class ConnectError(TransportError):
     """No connection: refused, unreachable, unknown name, or a failed TLS handshake."""
+
+
+class CertificateError(ConnectError):
+    """The server's TLS certificate failed verification: untrusted, expired, wrong name."""
 
 
 class ConnectTimeout(TransportError):
@@ -262,7 +268,14 @@ class HTTPTransport:
                 raise ConnectTimeout(f"TLS handshake with {host}:{port} timed out") from None
             except OSError as exc:  # ssl.SSLError is an OSError
                 sock.close()
-                raise ConnectError(f"TLS with {host}:{port} failed: {_reason(exc)}") from None
+                import ssl
+
+                error = (
+                    CertificateError
+                    if isinstance(exc, ssl.SSLCertVerificationError)
+                    else ConnectError
+                )
+                raise error(f"TLS with {host}:{port} failed: {_reason(exc)}") from None
         sock.settimeout(self.timeout)
         name = f"[{host}]" if ":" in host else host  # an IPv6 address, as in the URL
         return _Connection(sock, name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}")

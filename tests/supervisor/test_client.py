@@ -27,7 +27,14 @@ from supervisor.errors import (
     ServerUnreachable,
     Unauthorized,
 )
-from supervisor.http import ConnectError, MockTransport, ReadTimeout, Request, Response
+from supervisor.http import (
+    CertificateError,
+    ConnectError,
+    MockTransport,
+    ReadTimeout,
+    Request,
+    Response,
+)
 
 SERVER = "http://api.test/execution"
 TI_ID = uuid.UUID("3fa85f64-5717-4562-b3fc-2c963f66afa6")
@@ -388,3 +395,13 @@ def test_retry_policy_waits_grow_exponentially_with_full_jitter_and_a_cap():
         waits = [policy.wait(attempt) for _ in range(200)]
         assert all(0 <= w <= cap for w in waits)
         assert max(waits) > cap / 2  # jitter spreads over the whole range
+
+
+def test_a_certificate_that_fails_verification_is_not_retried():
+    retries = []
+    rec = Recorder(CertificateError("certificate verify failed: self-signed certificate"))
+    client = client_for(rec, retry=RetryPolicy(budget=60.0), on_retry=lambda *a: retries.append(a))
+    with pytest.raises(ServerUnreachable, match="not retried: CertificateError") as info:
+        client.get_variable("k")
+    assert info.value.attempts == 1
+    assert (len(rec.requests), retries) == (1, [])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.http import (
+    CertificateError,
     ConnectError,
     HTTPTransport,
     MockTransport,
@@ -342,7 +343,7 @@ def test_https_refuses_a_certificate_the_system_does_not_trust(tls_server, monke
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     transport = HTTPTransport(timeout=2.0)
-    with pytest.raises(ConnectError, match="certificate verify failed"):
+    with pytest.raises(CertificateError, match="certificate verify failed"):
         transport.handle_request(get(tls_server.url(scheme="https")))
 
 

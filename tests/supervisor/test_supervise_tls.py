@@ -63,7 +63,7 @@ def test_supervise_runs_a_task_to_success_over_https_when_ssl_cert_file_trusts_t
     assert tls_server.admin.get_variable("written_by_task") == "hello back"
 
 
-def test_supervise_without_trust_in_the_certificate_exits_3_like_an_unreachable_server(
+def test_supervise_without_trust_in_the_certificate_exits_3_at_once_like_an_unreachable_server(
     tls_server: ReferenceServer, no_extra_trust: None, tmp_path: Path
 ) -> None:
     marker = tmp_path / "ran"
@@ -71,7 +71,8 @@ def test_supervise_without_trust_in_the_certificate_exits_3_like_an_unreachable_
         entrypoint("writes_marker"), env={"MARKER": str(marker)}
     )
 
-    run = supervise(activity, env={"TASKVISOR_API_RETRY_BUDGET": "0.5"})
+    # The default 60 s budget: a certificate that fails verification is not retried.
+    run = supervise(activity)
 
     assert run.exit_code == 3, run.stderr
     assert "could not be reached" in run.stderr
@@ -80,7 +81,9 @@ def test_supervise_without_trust_in_the_certificate_exits_3_like_an_unreachable_
         r for r in run.records() if r["event"].startswith("The Execution API server could not be")
     ]
     assert "certificate verify failed" in final["error"]
+    assert "not retried" in final["error"]
     assert final["exit_code"] == 3
+    assert not [r for r in run.records() if "retrying" in r["event"]]
     assert not marker.exists()  # task code never ran
     assert tls_server.admin.get_task_instance(ti_id).state == "queued"
 
