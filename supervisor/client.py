@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import msgspec
@@ -44,7 +44,6 @@ from supervisor.http import (
 
 __all__ = ["ExecutionApiClient", "RetryPolicy"]
 
-T = TypeVar("T")
 USER_AGENT = "taskvisor/0.1"
 _encoder = msgspec.json.Encoder()
 
