@@ -17,19 +17,16 @@ from apiserver.testing import ReferenceServer
 TASKVISOR = Path(sys.executable).parent / "taskvisor"
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, made with the openssl command."""
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
+def taskvisor_serve(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``taskvisor serve`` on a free port with ``flags``, to the end (these tests: an error)."""
+    return subprocess.run(
+        [str(TASKVISOR), "serve", "--port", "0", "--db", str(tmp_path / "db.sqlite"), *flags],
+        env={**os.environ, "TASKVISOR_JWT_SECRET": secrets.token_urlsafe(64)},
         capture_output=True,
-    )  # fmt: skip
-    return cert, key
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +93,7 @@ def test_serve_with_one_tls_flag_exits_2_naming_the_missing_flag(
     tmp_path: Path, certificate: tuple[Path, Path], given: str, missing: str
 ) -> None:
     pem = certificate[0] if given == "--ssl-certfile" else certificate[1]
-    result = subprocess.run(
-        [
-            *(str(TASKVISOR), "serve", "--port", "0", "--db", str(tmp_path / "db.sqlite")),
-            *(given, str(pem)),
-        ],
-        env={**os.environ, "TASKVISOR_JWT_SECRET": secrets.token_urlsafe(64)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = taskvisor_serve(tmp_path, given, str(pem))
     assert result.returncode == 2
     assert f"argument {given}: needs {missing}" in result.stderr
     assert result.stdout == ""  # never said it was listening
@@ -116,17 +103,7 @@ def test_serve_with_a_key_that_is_not_the_certificates_exits_2_naming_both_flags
     tmp_path: Path, certificate: tuple[Path, Path]
 ) -> None:
     cert, _ = certificate
-    result = subprocess.run(
-        [
-            *(str(TASKVISOR), "serve", "--port", "0", "--db", str(tmp_path / "db.sqlite")),
-            *("--ssl-certfile", str(cert), "--ssl-keyfile", str(cert)),
-        ],
-        env={**os.environ, "TASKVISOR_JWT_SECRET": secrets.token_urlsafe(64)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = taskvisor_serve(tmp_path, "--ssl-certfile", str(cert), "--ssl-keyfile", str(cert))
     assert result.returncode == 2
     assert "argument --ssl-certfile/--ssl-keyfile: cannot load the certificate and key" in (
         result.stderr
