@@ -16,8 +16,10 @@ the branch it owns, and users catch what they can name::
     │       ├── Conflict                409: not runnable, running elsewhere
     │       └── Gone                    410: the task instance was cleared
     ├── TransportError                  supervisor.http: one request/answer exchange failed
-    │   ├── ConnectError, ConnectTimeout    (the client retries these; after its budget:
-    │   ├── ReadTimeout, WriteTimeout        ServerUnreachable)
+    │   │                               (retried by the client; ServerUnreachable after its budget)
+    │   ├── ConnectError                refused, unreachable, unknown name, TLS handshake
+    │   │   └── CertificateError        the server's certificate failed verification (not retried)
+    │   ├── ConnectTimeout, ReadTimeout, WriteTimeout
     │   └── NetworkError, RemoteProtocolError
     └── SdkError                        sdk.errors: an SDK call failed inside the task
         ├── NotJsonError                a value to store is not plain JSON (also a TypeError)
