@@ -351,3 +351,15 @@ def test_plain_http_never_sets_up_tls(serve, transport, monkeypatch):
     monkeypatch.setattr(ssl, "create_default_context", forbidden)
     server = serve(answer(OK))
     assert transport.handle_request(get(server.url())).status_code == 200
+
+
+def test_public_surface_is_exactly_the_documented_names_each_with_a_docstring():
+    import supervisor.http as http
+
+    assert sorted(http.__all__) == sorted(
+        ["CertificateError", "ConnectError", "ConnectTimeout", "HTTPTransport", "MockTransport",
+         "NetworkError", "ReadTimeout", "RemoteProtocolError", "Request", "Response",
+         "Transport", "TransportError", "WriteTimeout"]
+    )  # fmt: skip
+    assert all(getattr(http, name).__doc__ for name in http.__all__)
+    assert all(name in http.__doc__ for name in http.__all__ if name.endswith(("Error", "Timeout")))
