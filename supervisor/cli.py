@@ -71,6 +71,7 @@ def _positive_float(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the ``supervise`` console script."""
+    _reopen_closed_standard_fds()
     args = _parser().parse_args(argv)
     if argv is None:
         _shed_signing_secrets()
@@ -82,9 +83,38 @@ def main(argv: list[str] | None = None) -> NoReturn:
     code = _supervise(args, zygote)
     # Everything is reported, reaped and flushed by now: skip the interpreter's teardown
     # (~30 ms) and any worker thread still finishing an answer nobody will read.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a broken output changes no exit code
+            stream.flush()
     os._exit(code)
+
+
+def _reopen_closed_standard_fds() -> None:
+    """Put ``/dev/null`` on any of fds 0-2 the executor left closed (``2>&-``).
+
+    Else the first pipe or file opened here would take that number, and whatever writes to
+    "stderr" (Python, a C library, the zygote) would write into the task's channel or log.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    # Python made these None at start-up, finding the fds closed.
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+
+
+def _say(line: str) -> None:
+    """Write a line to supervise's stderr, which may be a closed pipe or a full disk."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def _shed_signing_secrets() -> None:
@@ -115,9 +145,9 @@ def _supervise(args: argparse.Namespace, zygote: object) -> int:
         activity = parse_activity(data)
         run_as = resolve_run_as(activity.run_as, euid=os.geteuid()) if activity.run_as else None
         for name in SupervisorConfig.unknown_env_names():
-            sys.stderr.write(
+            _say(
                 f"supervise: warning: ignored {name}: not a supervise setting "
-                "(see supervise --help)\n"
+                "(see supervise --help)"
             )
         config = SupervisorConfig.from_env().with_overrides(
             heartbeat_interval=args.heartbeat_interval,
@@ -138,7 +168,7 @@ def _supervise(args: argparse.Namespace, zygote: object) -> int:
     except (ActivityError, ValueError) as exc:
         zygote.abandon()
         _wait_quietly(zygote.pid)
-        sys.stderr.write(f"supervise: {exc}\n")
+        _say(f"supervise: {exc}")
         return _USAGE_ERROR
 
 

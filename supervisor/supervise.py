@@ -278,6 +278,7 @@ class Supervision:
             for key, _ in sel.select(self._select_timeout()):
                 key.data(key.fd)
             self._check_deadlines()
+            self.log.flush()  # what this pass read is on disk before the next wait
         self._close_pipes()
 
     def _done(self) -> bool:

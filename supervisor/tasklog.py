@@ -4,6 +4,12 @@ Each record has ``timestamp`` (ISO-8601 UTC), ``level``, ``event`` and ``logger`
 ``task.stdout`` / ``task.stderr`` for captured streams, ``task`` (or the task's own logger
 name) for structured records, ``supervisor`` for the supervisor's own. Every string passes
 through the :class:`~supervisor.masking.Masker` before it reaches the file.
+
+Durability: records are batched in memory only within one pass of the relay loop, which
+calls :meth:`TaskLog.flush` at the end of every pass; the supervisor's own records are
+written through at once (they may come from worker threads, between passes). So a reader
+tailing the file (Airflow's log view) sees each line as soon as the supervisor read it, and
+a SIGKILL of the supervisor loses at most the records of the pass it was in.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ class TaskLog:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._file = os.fdopen(fd, "ab", buffering=256 * 1024)
         self._encoder = msgspec.json.Encoder()
-        self._echo = echo
+        self._echo = echo  # None once a write to it failed: see _echo_line
         self._lock = threading.Lock()  # API retries are logged from worker threads
 
     def lines(self, logger: str, level: str, lines: list[str]) -> None:
@@ -83,17 +89,32 @@ class TaskLog:
             self._file.write(data)
 
     def supervisor(self, level: str, event: str, **fields: Any) -> None:
-        """Write one of the supervisor's own records, and echo it to the executor's stderr."""
+        """Write one of the supervisor's own records through to the file, and echo it to the
+        executor's stderr."""
         self.record("supervisor", level, event, fields)
+        self.flush()
         if self._echo is not None:
             extra = " ".join(f"{k}={self.masker.mask_value(v)!r}" for k, v in fields.items())
-            self._echo.write(
-                f"supervise: {level}: {self.masker.mask(event)} {extra}".rstrip() + "\n"
-            )
+            self._echo_line(f"supervise: {level}: {self.masker.mask(event)} {extra}".rstrip())
+
+    def _echo_line(self, line: str) -> None:
+        # The executor's stderr is a convenience copy: a closed pipe (`| head -1`), a full
+        # disk or a closed fd must never change the try, whose record is the file.
+        try:
+            assert self._echo is not None
+            self._echo.write(line + "\n")
             self._echo.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            self._echo = None
+            self.record(
+                "supervisor",
+                "warning",
+                "Cannot write to supervise's stderr; its records go to this log only",
+                {"error": repr(exc)},
+            )
 
     def flush(self) -> None:
-        """Push buffered records to the file."""
+        """Write buffered records to the file (the end of each relay loop pass calls it)."""
         with self._lock:
             self._file.flush()
 

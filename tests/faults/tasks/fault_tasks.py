@@ -60,6 +60,18 @@ def waits() -> None:
     wait_for_release()
 
 
+def reports_progress_and_waits() -> None:
+    """Write one line to each output path, say ready, then work until released."""
+    from sdk import log
+
+    record_pid()
+    print("progress: step 1 of 3", flush=True)
+    print("warning: step 1 was slow", file=sys.stderr, flush=True)
+    log.info("progress record", step=1)
+    write("ready", str(os.getpid()))
+    wait_for_release()
+
+
 def marks_ran() -> str:
     """Leave a trace that task code ran."""
     write("ran", "yes")
