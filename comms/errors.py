@@ -10,16 +10,20 @@ the branch it owns, and users catch what they can name::
     ├── ActivityError                   supervisor.errors: invalid activity file (exit 2)
     ├── ApiError                        supervisor.errors: an Execution API call failed
     │   ├── ServerUnreachable           connection errors or 5xx after every retry (transient)
+    │   ├── TLSError                    certificate refused, or the URL's scheme does not match
+    │   │                               the port (not transient: never retried)
     │   └── ServerResponseError         the server answered 4xx: ``status`` and ``detail``
     │       ├── Unauthorized            401 / 403: missing, bad or foreign token
     │       ├── NotFound                404
     │       ├── Conflict                409: not runnable, running elsewhere
     │       └── Gone                    410: the task instance was cleared
     ├── TransportError                  supervisor.http: one request/answer exchange failed
-    │   │                               (retried by the client; ServerUnreachable after its budget)
+    │   │                               (retried by the client; ServerUnreachable after its
+    │   │                               budget; the two TLS failures: TLSError, at once)
     │   ├── ConnectError                refused, unreachable, unknown name, TLS handshake
-    │   │   └── CertificateError        the server's certificate failed verification (not retried)
-    │   ├── ConnectTimeout, ReadTimeout, WriteTimeout
+    │   │   ├── CertificateError        the server's certificate failed verification
+    │   │   └── TLSMismatchError        only one side speaks TLS: https:// vs http:// URL
+    │   ├── Timeout                     ConnectTimeout, ReadTimeout, WriteTimeout
     │   └── NetworkError, RemoteProtocolError
     └── SdkError                        sdk.errors: an SDK call failed inside the task
         ├── NotJsonError                a value to store is not plain JSON (also a TypeError)

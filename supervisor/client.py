@@ -4,8 +4,10 @@ Every request carries ``Authorization: Bearer``, the pinned ``Airflow-API-Versio
 ``correlation-id``; a ``Refreshed-API-Token`` on any response replaces the token (this is also
 how a ``workload`` token is exchanged for an ``execution`` token on ``/run``). Connection
 errors, timeouts and 5xx are retried with exponential backoff and full jitter until a time
-budget runs out; 4xx and a server certificate that fails verification are never retried.
-The transport is injectable, so tests hand in :class:`supervisor.http.MockTransport`.
+budget runs out (then :class:`ServerUnreachable`). Never retried: 4xx
+(:class:`ServerResponseError`), and a TLS failure that another attempt cannot cure, a server
+certificate that fails verification or a URL whose scheme does not match the port
+(:class:`TLSError`). The transport is injectable, so tests hand in a test double.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from comms.api import (
     XComResponse,
 )
 from comms.api import TaskInstance as TIIdentity
-from supervisor.errors import ServerResponseError, ServerUnreachable
+from supervisor.errors import ServerResponseError, ServerUnreachable, TLSError
 from supervisor.http import (
     CertificateError,
     HTTPTransport,
     Request,
     Response,
+    TLSMismatchError,
     Transport,
     TransportError,
 )
@@ -190,8 +193,9 @@ class ExecutionApiClient:
             request = Request(method, url, dict(headers), content or b"")
             try:
                 resp = self._http.handle_request(request)
-            except CertificateError as exc:  # trust does not change between attempts
-                raise ServerUnreachable(
+            except (CertificateError, TLSMismatchError) as exc:
+                # Neither trust nor what a port speaks changes between attempts.
+                raise TLSError(
                     f"{method} {path} failed, not retried: {type(exc).__name__}: {exc}",
                     attempts=attempt,
                 ) from None

@@ -14,6 +14,7 @@ __all__ = [
     "NotFound",
     "ServerResponseError",
     "ServerUnreachable",
+    "TLSError",
     "Unauthorized",
 ]
 
@@ -31,7 +32,23 @@ class ApiError(TaskvisorError):
 
 
 class ServerUnreachable(ApiError):
-    """No usable answer within the retry budget: connection errors, timeouts or 5xx."""
+    """No usable answer within the retry budget: connection errors, timeouts or 5xx.
+
+    Transient: the same call may succeed later.
+    """
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class TLSError(ApiError):
+    """TLS with the server cannot work, so the call was not retried: the server's certificate
+    failed verification, or the URL's scheme does not match the port (``https://`` at a
+    plain-HTTP port, ``http://`` at a TLS one). Not transient: the configuration must change.
+
+    ``attempts`` counts the attempts made, the last one failing this way.
+    """
 
     def __init__(self, message: str, *, attempts: int) -> None:
         super().__init__(message)

@@ -12,12 +12,17 @@ the branch of :mod:`comms.errors`' tree this module owns::
 
     TransportError
      ├── ConnectError          could not connect: refused, unreachable, name, TLS handshake
-     │   └── CertificateError  the server's certificate failed verification
-     ├── ConnectTimeout        connecting took longer than the connect timeout
-     ├── ReadTimeout           no byte of the answer for the read timeout
-     ├── WriteTimeout          the server took no byte of the request for the write timeout
+     │   ├── CertificateError  the server's certificate failed verification
+     │   └── TLSMismatchError  the URL's scheme does not match the port: https:// at a plain
+     │                         HTTP port, or http:// at a port that answers in TLS
+     ├── Timeout               a timeout expired: one of the three below
+     │   ├── ConnectTimeout    connecting took longer than the connect timeout
+     │   ├── ReadTimeout       no byte of the answer for the read timeout
+     │   └── WriteTimeout      the server took no byte of the request for the write timeout
      ├── NetworkError          the connection broke mid-exchange (reset, closed early)
      └── RemoteProtocolError   the server's bytes are not HTTP/1.1
+
+Retrying cannot cure a :class:`CertificateError` or a :class:`TLSMismatchError`.
 
 An HTTP error status is not an exception here: it is a :class:`Response`.
 """
@@ -28,8 +33,8 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import h11
@@ -45,12 +50,13 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "HTTPTransport",
-    "MockTransport",
     "NetworkError",
     "ReadTimeout",
     "RemoteProtocolError",
     "Request",
     "Response",
+    "TLSMismatchError",
+    "Timeout",
     "Transport",
     "TransportError",
     "WriteTimeout",
@@ -69,15 +75,24 @@ class CertificateError(ConnectError):
     """The server's TLS certificate failed verification: untrusted, expired, wrong name."""
 
 
-class ConnectTimeout(TransportError):
+class TLSMismatchError(ConnectError):
+    """Only one side speaks TLS: an ``https://`` URL at a plain-HTTP port, or an ``http://``
+    URL at a port that answers in TLS. The request never reached the server's application."""
+
+
+class Timeout(TransportError):
+    """A timeout expired: :class:`ConnectTimeout`, :class:`ReadTimeout` or :class:`WriteTimeout`."""
+
+
+class ConnectTimeout(Timeout):
     """Connecting took longer than the connect timeout."""
 
 
-class ReadTimeout(TransportError):
+class ReadTimeout(Timeout):
     """The server sent nothing for the read timeout."""
 
 
-class WriteTimeout(TransportError):
+class WriteTimeout(Timeout):
     """The server took nothing of the request for the write timeout."""
 
 
@@ -126,17 +141,6 @@ class Response:
         #: Header names in lower case (a repeated header keeps its last value).
         self.headers = {k.lower(): v for k, v in (headers or {}).items()}
 
-    @classmethod
-    def with_json(
-        cls, status_code: int, body: Any, *, headers: Mapping[str, str] | None = None
-    ) -> Response:
-        """A response carrying ``body`` as JSON (for :class:`MockTransport` handlers)."""
-        return cls(
-            status_code,
-            content=msgspec.json.encode(body),
-            headers={"content-type": "application/json", **(headers or {})},
-        )
-
     def header(self, name: str) -> str | None:
         """The value of header ``name``, or ``None``."""
         return self.headers.get(name.lower())
@@ -146,7 +150,7 @@ class Response:
 
 
 class Transport(Protocol):
-    """What sends a :class:`Request`: :class:`HTTPTransport`, or a test's :class:`MockTransport`."""
+    """What sends a :class:`Request`: :class:`HTTPTransport`, or a test double."""
 
     def handle_request(self, request: Request) -> Response:
         """Send ``request``, return the whole response or raise :class:`TransportError`."""
@@ -155,23 +159,6 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release the transport's connections."""
         ...
-
-
-class MockTransport:
-    """A transport that hands each request to ``handler`` (tests without a server).
-
-    The handler returns a :class:`Response` or raises a :class:`TransportError`.
-    """
-
-    def __init__(self, handler: Callable[[Request], Response]) -> None:
-        self._handler = handler
-
-    def handle_request(self, request: Request) -> Response:
-        """Answer with whatever the handler says."""
-        return self._handler(request)
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 _Origin = tuple[str, str, int]  # scheme, host, port
@@ -268,14 +255,7 @@ class HTTPTransport:
                 raise ConnectTimeout(f"TLS handshake with {host}:{port} timed out") from None
             except OSError as exc:  # ssl.SSLError is an OSError
                 sock.close()
-                import ssl
-
-                error = (
-                    CertificateError
-                    if isinstance(exc, ssl.SSLCertVerificationError)
-                    else ConnectError
-                )
-                raise error(f"TLS with {host}:{port} failed: {_reason(exc)}") from None
+                raise _tls_failure(exc, host, port) from None
         sock.settimeout(self.timeout)
         name = f"[{host}]" if ":" in host else host  # an IPv6 address, as in the URL
         return _Connection(sock, name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}")
@@ -336,6 +316,11 @@ class _Connection:
                 if not data and h.their_state is h11.SEND_RESPONSE:
                     raise NetworkError("the server closed the connection without answering")
                 h.receive_data(data)
+                if not status and _is_tls_record(h.trailing_data[0]):
+                    raise TLSMismatchError(
+                        f"http:// URL, but {self._host} answered in TLS: "
+                        "use an https:// URL, or check the port"
+                    )
             elif isinstance(event, h11.Response):
                 status = event.status_code
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
@@ -382,6 +367,31 @@ def _origin_and_target(url: str) -> tuple[_Origin, str]:
 def _target(parts: SplitResult) -> str:
     path = parts.path or "/"
     return f"{path}?{parts.query}" if parts.query else path
+
+
+def _tls_failure(exc: OSError, host: str, port: int) -> ConnectError:
+    """The error for a failed TLS handshake with ``host:port``."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return CertificateError(f"TLS with {host}:{port} failed: {_reason(exc)}")
+    # The answer to our ClientHello is not a TLS record: typically a plain-HTTP server's
+    # "HTTP/1.1 400" (OpenSSL reads "HT" as a protocol version).
+    if isinstance(exc, ssl.SSLError) and exc.reason == "WRONG_VERSION_NUMBER":
+        return TLSMismatchError(
+            f"https:// URL, but {host}:{port} does not speak TLS on that port: "
+            f"use an http:// URL, or check the port ({_reason(exc)})"
+        )
+    return ConnectError(f"TLS with {host}:{port} failed: {_reason(exc)}")
+
+
+def _is_tls_record(head: bytes) -> bool:
+    """Whether an answer starts like a TLS alert or handshake record, never like HTTP.
+
+    A TLS server that receives a plain request may answer with an alert before it hangs up
+    (OpenSSL's, under uvicorn, hangs up silently: that stays "closed without answering").
+    """
+    return head[:1] in (b"\x15", b"\x16") and head[1:2] == b"\x03"
 
 
 def _reason(exc: OSError) -> str:

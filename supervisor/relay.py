@@ -41,6 +41,7 @@ from supervisor.errors import (
     NotFound,
     ServerResponseError,
     ServerUnreachable,
+    TLSError,
     Unauthorized,
 )
 from supervisor.masking import Masker, is_sensitive_key
@@ -81,7 +82,7 @@ class Relay:
             response = self._call(self._client, request)
         except ServerResponseError as exc:
             return _error_for(request, exc)
-        except ServerUnreachable as exc:
+        except (ServerUnreachable, TLSError) as exc:
             return ErrorResponse(
                 id=request.id,
                 error=ErrorCode.API_UNREACHABLE,

@@ -50,7 +50,13 @@ from comms.messages import (
 from supervisor.activity import Activity, RunAs, describe
 from supervisor.client import ExecutionApiClient, RetryPolicy
 from supervisor.config import SupervisorConfig
-from supervisor.errors import ActivityError, ApiError, ServerResponseError, ServerUnreachable
+from supervisor.errors import (
+    ActivityError,
+    ApiError,
+    ServerResponseError,
+    ServerUnreachable,
+    TLSError,
+)
 from supervisor.heartbeat import Heartbeat
 from supervisor.http import Transport
 from supervisor.masking import Masker
@@ -204,7 +210,7 @@ class Supervision:
         except (ApiError, msgspec.ValidationError, msgspec.DecodeError) as exc:
             self.zygote.abandon()
             self.process.reap_descendants(time.monotonic() + 5.0)
-            if isinstance(exc, ServerUnreachable):
+            if isinstance(exc, ServerUnreachable | TLSError):
                 event = f"The Execution API server could not be reached at {self.activity.server}"
             elif isinstance(exc, ServerResponseError):
                 event = "The server refused to start the task"

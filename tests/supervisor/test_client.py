@@ -1,4 +1,4 @@
-"""supervisor.client: Airflow's Execution API, tested with supervisor.http.MockTransport."""
+"""supervisor.client: Airflow's Execution API, tested with http_doubles.MockTransport."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import msgspec
 import pytest
+from http_doubles import MockTransport, Response
 
 from comms.api import (
     API_VERSION,
@@ -25,15 +26,15 @@ from supervisor.errors import (
     NotFound,
     ServerResponseError,
     ServerUnreachable,
+    TLSError,
     Unauthorized,
 )
 from supervisor.http import (
     CertificateError,
     ConnectError,
-    MockTransport,
     ReadTimeout,
     Request,
-    Response,
+    TLSMismatchError,
 )
 
 SERVER = "http://api.test/execution"
@@ -397,11 +398,27 @@ def test_retry_policy_waits_grow_exponentially_with_full_jitter_and_a_cap():
         assert max(waits) > cap / 2  # jitter spreads over the whole range
 
 
-def test_a_certificate_that_fails_verification_is_not_retried():
+@pytest.mark.parametrize(
+    "error",
+    [
+        CertificateError("certificate verify failed: self-signed certificate"),
+        TLSMismatchError("https:// URL, but h:1 does not speak TLS on that port"),
+    ],
+)
+def test_a_tls_failure_is_not_retried_and_is_a_tls_error_not_a_transient_one(error):
     retries = []
-    rec = Recorder(CertificateError("certificate verify failed: self-signed certificate"))
+    rec = Recorder(error)
     client = client_for(rec, retry=RetryPolicy(budget=60.0), on_retry=lambda *a: retries.append(a))
-    with pytest.raises(ServerUnreachable, match="not retried: CertificateError") as info:
+    with pytest.raises(TLSError) as info:
         client.get_variable("k")
+    assert f"not retried: {type(error).__name__}: {error}" in str(info.value)
+    assert not isinstance(info.value, ServerUnreachable)
     assert info.value.attempts == 1
     assert (len(rec.requests), retries) == (1, [])
+
+
+def test_a_tls_failure_after_transient_errors_counts_every_attempt():
+    rec = Recorder(ConnectError("refused"), CertificateError("certificate verify failed"))
+    with pytest.raises(TLSError) as info:
+        client_for(rec).get_variable("k")
+    assert info.value.attempts == 2

@@ -6,12 +6,13 @@ import threading
 import uuid
 
 import pytest
+from http_doubles import MockTransport, Response
 
 from comms.api import TIHeartbeatInfo
 from supervisor.client import ExecutionApiClient, RetryPolicy
 from supervisor.errors import Conflict, Gone, NotFound, ServerResponseError
 from supervisor.heartbeat import Heartbeat
-from supervisor.http import ConnectError, MockTransport, Request, Response
+from supervisor.http import ConnectError, Request
 
 TI_ID = uuid.UUID("3fa85f64-5717-4562-b3fc-2c963f66afa6")
 WAIT = 10.0  # generous upper bound for events on a loaded machine; never a sleep

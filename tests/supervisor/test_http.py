@@ -12,13 +12,15 @@ import pytest
 from supervisor.http import (
     CertificateError,
     ConnectError,
+    ConnectTimeout,
     HTTPTransport,
-    MockTransport,
     NetworkError,
     ReadTimeout,
     RemoteProtocolError,
     Request,
-    Response,
+    Timeout,
+    TLSMismatchError,
+    TransportError,
     WriteTimeout,
 )
 
@@ -298,18 +300,11 @@ def test_request_names_its_target_path_and_params():
     assert request.params == {"map_index": "-1", "x": ""}
 
 
-def test_mock_transport_hands_requests_to_its_handler():
-    seen: list[Request] = []
-
-    def handler(request: Request) -> Response:
-        seen.append(request)
-        return Response.with_json(200, {"a": 1}, headers={"Refreshed-API-Token": "t"})
-
-    response = MockTransport(handler).handle_request(get("http://h/x"))
-    assert [r.url for r in seen] == ["http://h/x"]
-    assert response.content == b'{"a":1}'
-    assert response.header("content-type") == "application/json"
-    assert response.header("refreshed-api-token") == "t"
+@pytest.mark.parametrize("cls", [ConnectTimeout, ReadTimeout, WriteTimeout])
+def test_every_timeout_is_caught_as_timeout_and_as_a_transport_error(cls):
+    assert issubclass(cls, Timeout)
+    assert issubclass(cls, TransportError)
+    assert not issubclass(cls, ConnectError | NetworkError)
 
 
 # --- TLS -------------------------------------------------------------------------------
@@ -343,6 +338,40 @@ def test_https_trusts_a_ca_named_by_ssl_cert_file_and_keeps_the_connection(
     assert tls_server.connections == 1
 
 
+def test_https_at_a_plain_http_port_is_a_tls_mismatch_that_says_to_use_http(transport):
+    # What uvicorn (and most plain servers) do with a TLS ClientHello: a plain-HTTP 400.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def answer_in_plain_http() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        threading.Thread(target=answer_in_plain_http, daemon=True).start()
+        port = listener.getsockname()[1]
+        with pytest.raises(TLSMismatchError) as info:
+            transport.handle_request(get(f"https://127.0.0.1:{port}/x"))
+    assert f"127.0.0.1:{port} does not speak TLS on that port" in str(info.value)
+    assert "use an http:// URL, or check the port" in str(info.value)
+    assert "WRONG_VERSION_NUMBER" in str(info.value)
+
+
+@pytest.mark.parametrize("hang_up", [True, False])
+def test_http_at_a_port_that_answers_with_a_tls_alert_is_a_tls_mismatch(serve, transport, hang_up):
+    def tls_alert(conn: socket.socket, head: bytes) -> bool:
+        conn.sendall(b"\x15\x03\x03\x00\x02\x02\x0a")  # fatal unexpected_message
+        return not hang_up
+
+    server = serve(tls_alert)
+    with pytest.raises(TLSMismatchError) as info:
+        transport.handle_request(get(server.url()))
+    assert str(info.value) == (
+        f"http:// URL, but 127.0.0.1:{server.port} answered in TLS: "
+        "use an https:// URL, or check the port"
+    )
+
+
 def test_plain_http_never_sets_up_tls(serve, transport, monkeypatch):
     def forbidden(*args: object, **kwargs: object) -> ssl.SSLContext:
         raise AssertionError("a TLS context was made for a plain-HTTP server")
@@ -357,9 +386,9 @@ def test_public_surface_is_exactly_the_documented_names_each_with_a_docstring():
     import supervisor.http as http
 
     assert sorted(http.__all__) == sorted(
-        ["CertificateError", "ConnectError", "ConnectTimeout", "HTTPTransport", "MockTransport",
-         "NetworkError", "ReadTimeout", "RemoteProtocolError", "Request", "Response",
-         "Transport", "TransportError", "WriteTimeout"]
+        ["CertificateError", "ConnectError", "ConnectTimeout", "HTTPTransport", "NetworkError",
+         "ReadTimeout", "RemoteProtocolError", "Request", "Response", "TLSMismatchError",
+         "Timeout", "Transport", "TransportError", "WriteTimeout"]
     )  # fmt: skip
     assert all(getattr(http, name).__doc__ for name in http.__all__)
     assert all(name in http.__doc__ for name in http.__all__ if name.endswith(("Error", "Timeout")))

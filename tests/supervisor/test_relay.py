@@ -7,6 +7,7 @@ import uuid
 
 import msgspec
 import pytest
+from http_doubles import MockTransport, Response
 
 from comms.api import TaskInstance
 from comms.messages import (
@@ -28,7 +29,7 @@ from comms.messages import (
     XComResult,
 )
 from supervisor.client import ExecutionApiClient, RetryPolicy
-from supervisor.http import ConnectError, MockTransport, Request, Response
+from supervisor.http import ConnectError, Request
 from supervisor.masking import MASK, Masker
 from supervisor.relay import Relay
 

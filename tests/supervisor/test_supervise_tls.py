@@ -16,6 +16,9 @@ from apiserver.testing import ReferenceServer
 
 TASKVISOR = Path(sys.executable).parent / "taskvisor"
 
+#: supervise's default retry budget (the test helper's is 3 s): a retried error would show.
+NO_FAST_GIVE_UP = {"TASKVISOR_API_RETRY_BUDGET": "60"}
+
 
 def taskvisor_serve(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     """``taskvisor serve`` on a free port with ``flags``, to the end (these tests: an error)."""
@@ -69,7 +72,7 @@ def test_supervise_without_trust_in_the_certificate_exits_3_at_once_like_an_unre
     )
 
     # The default 60 s budget: a certificate that fails verification is not retried.
-    run = supervise(activity)
+    run = supervise(activity, env=NO_FAST_GIVE_UP)
 
     assert run.exit_code == 3, run.stderr
     assert "could not be reached" in run.stderr
@@ -83,6 +86,30 @@ def test_supervise_without_trust_in_the_certificate_exits_3_at_once_like_an_unre
     assert not [r for r in run.records() if "retrying" in r["event"]]
     assert not marker.exists()  # task code never ran
     assert tls_server.admin.get_task_instance(ti_id).state == "queued"
+
+
+def test_supervise_with_an_https_url_at_a_plain_http_port_exits_3_at_once_saying_use_http(
+    server: ReferenceServer, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    assert server.url.startswith("http://")
+    https_url = "https://" + server.url.removeprefix("http://")
+    ti_id, activity = server.create_task(
+        entrypoint("writes_marker"),
+        env={"MARKER": str(marker)},
+        extra_activity={"server": https_url},
+    )
+
+    run = supervise(activity, env=NO_FAST_GIVE_UP)
+
+    assert run.exit_code == 3, run.stderr
+    assert "does not speak TLS on that port: use an http:// URL, or check the port" in run.stderr
+    (final,) = [r for r in run.records() if r.get("exit_code") == 3]
+    assert final["event"] == f"The Execution API server could not be reached at {https_url}"
+    assert "not retried: TLSMismatchError" in final["error"]
+    assert not [r for r in run.records() if "retrying" in r["event"]]
+    assert not marker.exists()  # task code never ran
+    assert server.admin.get_task_instance(ti_id).state == "queued"
 
 
 @pytest.mark.parametrize(
