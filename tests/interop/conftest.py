@@ -2,8 +2,11 @@
 
 Session set-up (~15 s on an idle machine with a ready virtual environment):
 
-1. ``.airflow-venv`` (git-ignored) holds apache-airflow==3.3.2; it is created from PyPI when
-   missing or of another version. No PyPI means the suite FAILS: interop is not optional.
+1. ``.airflow-venv`` (git-ignored) holds apache-airflow==3.3.2 and taskvisor (editable, with
+   its test extra), installed together under the pins of Airflow's constraints file
+   (``constraints/airflow-3.3.txt``), as a user puts taskvisor into Airflow's environment. It
+   is created from PyPI when missing, and brought up to date when those pins or
+   ``pyproject.toml`` changed. No PyPI means the suite FAILS: interop is not optional.
 2. A throw-away ``AIRFLOW_HOME`` with SQLite, a fixed HS512 secret, and this folder's
    ``dags/``. ``airflow_side.py serve`` (in the Airflow venv) migrates the database, then
    serializes the DAG and creates a variable and a connection with Airflow's CLI while the
@@ -17,6 +20,7 @@ and token generator) and check results through Airflow's REST API and database.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -40,6 +44,8 @@ AIRFLOW_VERSION = "3.3.2"
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 VENV = REPO / ".airflow-venv"
+#: Airflow 3.3's pins of taskvisor's runtime dependencies: the low end of their ranges.
+CONSTRAINTS = REPO / "constraints" / "airflow-3.3.txt"
 DAG_ID = "taskvisor_interop"
 
 #: HS512 key shared by the api-server and the token generator (64+ bytes, else PyJWT warns).
@@ -83,19 +89,27 @@ def _fail_with(what: str, result: subprocess.CompletedProcess[str]) -> None:
 
 
 def ensure_airflow_venv(venv: Path = VENV) -> Path:
-    """Return the Airflow venv's python, creating the venv from PyPI if needed (or fail)."""
+    """Return the Airflow venv's python, with Airflow and taskvisor installed together under
+    :data:`CONSTRAINTS` (creating or updating the venv from PyPI if needed, or failing)."""
     python = venv / "bin" / "python"
-    if _installed_airflow(python) == AIRFLOW_VERSION:
+    stamp = venv / "taskvisor-install.stamp"
+    wanted = _install_stamp()
+    if _installed_airflow(python) == AIRFLOW_VERSION and _read(stamp) == wanted:
         return python
-    base = shutil.which("python3.11") or sys.executable
-    made = subprocess.run(
-        [base, "-m", "venv", "--clear", venv], capture_output=True, text=True, check=False
-    )
-    if made.returncode:
-        _fail_with(f"creating {venv}", made)
+    if not python.exists():
+        base = shutil.which("python3.11") or sys.executable
+        made = subprocess.run(
+            [base, "-m", "venv", "--clear", venv], capture_output=True, text=True, check=False
+        )
+        if made.returncode:
+            _fail_with(f"creating {venv}", made)
     try:
         pip = subprocess.run(
-            [python, "-m", "pip", "install", "--quiet", f"apache-airflow=={AIRFLOW_VERSION}"],
+            [
+                *(python, "-m", "pip", "install", "--quiet", "--constraint", CONSTRAINTS),
+                f"apache-airflow=={AIRFLOW_VERSION}",
+                *("--editable", f"{REPO}[test]", "--config-settings", "editable_mode=compat"),
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -104,10 +118,32 @@ def ensure_airflow_venv(venv: Path = VENV) -> Path:
     except subprocess.TimeoutExpired:
         pytest.fail(f"pip install apache-airflow took over {INSTALL_TIMEOUT} s", False)
     if pip.returncode:
-        _fail_with(f"pip install apache-airflow=={AIRFLOW_VERSION} (is PyPI reachable?)", pip)
+        _fail_with(
+            f"pip install apache-airflow=={AIRFLOW_VERSION} and taskvisor under {CONSTRAINTS.name}"
+            " (is PyPI reachable?)",
+            pip,
+        )
     if _installed_airflow(python) != AIRFLOW_VERSION:
         pytest.fail(f"{venv} does not import apache-airflow {AIRFLOW_VERSION} after install")
+    stamp.write_text(wanted)
     return python
+
+
+def _install_stamp() -> str:
+    """What the venv was installed from: any change to it means installing again."""
+    inputs = (
+        AIRFLOW_VERSION.encode(),
+        CONSTRAINTS.read_bytes(),
+        (REPO / "pyproject.toml").read_bytes(),
+    )
+    return hashlib.sha256(b"\0".join(inputs)).hexdigest()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 @pytest.fixture(scope="session")
