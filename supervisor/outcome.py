@@ -36,14 +36,13 @@ __all__ = [
     "Outcome",
     "StopReason",
     "decide",
-    "payload_for_state",
     "reported_at_once",
-    "state_payload",
+    "state_update",
 ]
 
 
 class ExitCode(enum.IntEnum):
-    """Exit codes of ``supervise`` (DESIGN.md)."""
+    """Exit codes of ``supervise`` (docs/design.md, "Exit codes")."""
 
     OK = 0  # success, skipped, deferred, up_for_reschedule: reported
     FAILED = 1  # failed or up_for_retry: reported
@@ -139,8 +138,15 @@ def _exit_code(state: str) -> ExitCode:
     return ExitCode.OK if state in _OK_STATES else ExitCode.FAILED
 
 
-def state_payload(msg: TerminalRequest, now: dt.datetime) -> TIStateUpdate:
-    """The ``PATCH .../state`` body for a terminal message received at ``now``."""
+def state_update(state: str, terminal: TerminalRequest | None, now: dt.datetime) -> TIStateUpdate:
+    """The ``PATCH .../state`` body that reports ``state``.
+
+    Where the task's terminal message reported that very state, the body is built from it:
+    its trigger or reschedule date, and its own ``end_date``. Where the supervisor decided the
+    state (a crash, a timeout, a failure after the task said "skipped"), from the state
+    alone, ending ``now``.
+    """
+    msg = terminal if terminal is not None and state_of(terminal) == state else None
     end = getattr(msg, "end_date", None) or now
     if isinstance(msg, DeferTask):
         timeout = (
@@ -155,11 +161,6 @@ def state_payload(msg: TerminalRequest, now: dt.datetime) -> TIStateUpdate:
         )
     if isinstance(msg, RescheduleTask):
         return TIRescheduleStatePayload(reschedule_date=msg.reschedule_date, end_date=end)
-    return payload_for_state(state_of(msg), end)
-
-
-def payload_for_state(state: str, end: dt.datetime) -> TIStateUpdate:
-    """The ``PATCH .../state`` body of a state the supervisor decided itself."""
     if state == "success":
         return TISuccessStatePayload(end_date=end)
     if state == "up_for_retry":

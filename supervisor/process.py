@@ -1,11 +1,11 @@
 """The task's process tree: exit status from a pidfd, and the one way to stop it.
 
-Exit is decided from the process (``pidfd`` + ``waitpid``), never from pipe EOF. Stopping is
-one policy, driven by the supervisor's loop (``Supervision._stop``): SIGTERM to the process
-group and every descendant, ``SupervisorConfig.kill_grace`` seconds, then
-:meth:`TaskProcess.reap_descendants`: SIGKILL to the group and every descendant, and wait.
-The supervisor is a child subreaper, so a descendant that escaped with ``setsid`` is
-re-parented to it and is still found, killed and reaped.
+Exit is decided from the process (``pidfd`` + ``waitpid``), never from pipe EOF. This module
+has the means; the policy (SIGTERM to the process group and every descendant,
+``SupervisorConfig.kill_grace`` seconds, then :meth:`TaskProcess.kill_tree_and_reap`) is
+:class:`supervisor.stopping.Stopper`'s alone. The supervisor is a child subreaper, so a
+descendant that escaped with ``setsid`` is re-parented to it and is still found, killed and
+reaped.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class TaskProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
-    def has_descendants(self) -> bool:
-        """Whether any process of the task's tree is still alive; reaps the dead ones.
+    def reap_dead_descendants(self) -> bool:
+        """Reap every process of the task's tree that died; return whether any still lives.
 
         Cheap, no ``/proc`` scan: the supervisor is a child subreaper, so it is an ancestor
         of every such process and has one only while ``waitpid`` still finds a child.
@@ -109,7 +109,7 @@ class TaskProcess:
                     alive.append(proc)
         return alive
 
-    def reap_descendants(self, deadline: float) -> list[int]:
+    def kill_tree_and_reap(self, deadline: float) -> list[int]:
         """SIGKILL the group and every descendant, and wait for all of them until ``deadline``.
 
         Returns the pids still alive at the deadline (empty when everything was reaped).

@@ -1,11 +1,13 @@
-"""Supervise one task try: the relay loop and the path to a reported outcome.
+"""Supervise one task try: start it, relay its messages, and report how it ended.
 
 One thread owns every file descriptor: a selector over the task's channel, stdout, stderr,
 its pidfd, a wake-up pipe for results of worker threads, and a pipe for signals. The loop
 never waits on the network: API calls run on a small worker pool, heartbeats on their own
-thread, and their results come back through :class:`~supervisor.wakeups.Inbox`. Stopping
-the task is one path, :meth:`Supervision._stop` (SIGTERM to the tree, grace, SIGKILL,
-reap), whatever the reason.
+thread, and their results come back through :class:`~supervisor.wakeups.Inbox`.
+
+Two collaborators own the rest: :class:`~supervisor.stopping.Stopper` every deadline and the
+one way the task's tree is stopped, whatever the reason; and
+:class:`~supervisor.reporting.StateReporter` the final state, reported or kept on disk.
 """
 
 from __future__ import annotations
@@ -25,12 +27,7 @@ from typing import Any
 
 import msgspec
 
-from comms.api import (
-    TIEnterRunningPayload,
-    TIHeartbeatInfo,
-    TIRunContext,
-    TIStateUpdate,
-)
+from comms.api import TIEnterRunningPayload, TIHeartbeatInfo, TIRunContext
 from comms.framing import BadLine, LineDecoder, encode, task_decoder
 from comms.messages import (
     PROTOCOL_VERSION,
@@ -60,25 +57,18 @@ from supervisor.errors import (
 from supervisor.heartbeat import Heartbeat
 from supervisor.http import Transport
 from supervisor.masking import Masker
-from supervisor.outcome import (
-    ExitCode,
-    Outcome,
-    StopReason,
-    decide,
-    payload_for_state,
-    reported_at_once,
-    state_payload,
-)
+from supervisor.outcome import ExitCode, StopReason, decide, reported_at_once
 from supervisor.process import ExitStatus, TaskProcess
 from supervisor.relay import Relay, RequestIds
+from supervisor.reporting import StateReporter
 from supervisor.spawn import Launch, Zygote, task_environment
+from supervisor.stopping import Stopper
 from supervisor.tasklog import StreamReassembler, TaskLog
 from supervisor.wakeups import Inbox, SignalPipe
 
 __all__ = ["supervise"]
 
 _READ_SIZE = 256 * 1024
-_DESCENDANT_POLL = 0.05
 _MAX_WAIT = 3600.0
 
 
@@ -156,13 +146,12 @@ class Supervision:
         self.request_ids = RequestIds()
         self.context: TIRunContext | None = None
         self.terminal: TerminalRequest | None = None
-        self.report: concurrent.futures.Future[None] | None = None
-        self.stop_reason: StopReason | None = None
-        self.kill_deadline: float | None = None
-        self.timeout_deadline: float | None = None
-        self.overtime_deadline: float | None = None
-        self.drain_deadline: float | None = None
-        self.tree_gone = False
+        self.stopper = Stopper(
+            self.process, config, log, cancel=lambda why: self._send(Cancel(reason=why.value))
+        )
+        self.reporter = StateReporter(
+            self.client, self.ti, log, masker, budget=config.state_retry_budget, pool=self.pool
+        )
         self.heartbeat: Heartbeat | None = None
 
     # --- the whole try ----------------------------------------------------------------
@@ -187,12 +176,12 @@ class Supervision:
                     error=repr(exc),
                     traceback=format_exc(),
                 )
-                self.stop_reason = StopReason.SUPERVISOR_ERROR
-                self._kill_now()
+                self.stopper.reason = StopReason.SUPERVISOR_ERROR
+                self.stopper.kill_now()
             return self._finish()
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
-            self.process.reap_descendants(time.monotonic() + 5.0)
+            self.stopper.clean_up()
             self.process.close()
             self.client.close()
             self.inbox.close()
@@ -209,7 +198,7 @@ class Supervision:
             self.context = self.client.run(self.ti.id, payload)
         except (ApiError, msgspec.ValidationError, msgspec.DecodeError) as exc:
             self.zygote.abandon()
-            self.process.reap_descendants(time.monotonic() + 5.0)
+            self.stopper.clean_up()
             if isinstance(exc, ServerUnreachable | TLSError):
                 event = f"The Execution API server could not be reached at {self.activity.server}"
             elif isinstance(exc, ServerResponseError):
@@ -255,7 +244,13 @@ class Supervision:
             )
         )
         if activity.timeout is not None:
-            self.timeout_deadline = time.monotonic() + activity.timeout
+            self.stopper.limit(
+                StopReason.TIMEOUT,
+                activity.timeout,
+                "error",
+                "Task timed out; stopping it",
+                timeout=activity.timeout,
+            )
         self.heartbeat = Heartbeat(
             self.client,
             self.ti.id,
@@ -283,109 +278,21 @@ class Supervision:
         while not self._done():
             for key, _ in sel.select(self._select_timeout()):
                 key.data(key.fd)
-            self._check_deadlines()
+            self.stopper.tick(time.monotonic())
             self.log.flush()  # what this pass read is on disk before the next wait
         self._close_pipes()
 
     def _done(self) -> bool:
-        if not self.tree_gone:
+        if not self.stopper.tree_gone:
             return False
-        pipes_open = any(
-            fd in self.selector.get_map()
-            for fd in (self.zygote.from_task, self.zygote.stdout, self.zygote.stderr)
-        )
-        return not pipes_open or (
-            self.drain_deadline is not None and time.monotonic() >= self.drain_deadline
-        )
+        pipes = (self.zygote.from_task, self.zygote.stdout, self.zygote.stderr)
+        pipes_open = any(fd in self.selector.get_map() for fd in pipes)
+        return not pipes_open or self.stopper.drained(time.monotonic())
 
     def _select_timeout(self) -> float | None:
-        deadlines = [
-            d
-            for d in (
-                self.kill_deadline,
-                self.timeout_deadline,
-                self.overtime_deadline,
-                self.drain_deadline,
-            )
-            if d is not None
-        ]
-        if self.process.status is not None and not self.tree_gone:
-            deadlines.append(time.monotonic() + _DESCENDANT_POLL)
-        if not deadlines:
-            return None
+        wait = self.stopper.wait_time(time.monotonic())
         # epoll takes at most ~24 days; a far deadline is simply looked at again later.
-        return min(max(0.0, min(deadlines) - time.monotonic()), _MAX_WAIT)
-
-    def _check_deadlines(self) -> None:
-        now = time.monotonic()
-        if (
-            self.timeout_deadline is not None
-            and now >= self.timeout_deadline
-            and self.process.status is None
-        ):
-            self.timeout_deadline = None
-            self.log.supervisor(
-                "error", "Task timed out; stopping it", timeout=self.activity.timeout
-            )
-            self._stop(StopReason.TIMEOUT)
-        if (
-            self.overtime_deadline is not None
-            and now >= self.overtime_deadline
-            and self.process.status is None
-        ):
-            self.overtime_deadline = None
-            self.log.supervisor(
-                "warning",
-                "Task still running after reporting its state; stopping it",
-                overtime=self.config.overtime,
-            )
-            self._stop(StopReason.OVERTIME)
-        if self.process.status is not None and not self.tree_gone:
-            self._sweep_after_exit(now)
-        elif self.kill_deadline is not None and now >= self.kill_deadline:
-            self._kill_now()
-
-    # --- stopping: the one path -----------------------------------------------------
-
-    def _stop(self, reason: StopReason) -> None:
-        """Stop the task: Cancel, SIGTERM to the whole tree, SIGKILL after the grace period."""
-        if reason is StopReason.SERVER or self.stop_reason is None:
-            self.stop_reason = reason
-        if self.kill_deadline is not None:
-            return
-        self._send(Cancel(reason=reason.value))
-        self._terminate_tree()
-
-    def _terminate_tree(self) -> None:
-        self.process.signal_group(signal.SIGTERM)
-        for proc in self.process.descendants():
-            with contextlib.suppress(Exception):
-                proc.terminate()
-        self.kill_deadline = time.monotonic() + self.config.kill_grace
-
-    def _kill_now(self) -> None:
-        alive = self.process.reap_descendants(time.monotonic() + 5.0)
-        if alive:
-            self.log.supervisor("error", "Processes of the task survived SIGKILL", pids=alive)
-        self.kill_deadline = None
-        if self.process.status is not None:
-            self._tree_is_gone()
-
-    def _sweep_after_exit(self, now: float) -> None:
-        # The main process is gone; what is left of its tree must go too, within the grace.
-        if not self.process.has_descendants():
-            self._tree_is_gone()
-        elif self.kill_deadline is None:
-            self.log.supervisor("warning", "Task left processes behind; stopping them")
-            self._terminate_tree()
-        elif now >= self.kill_deadline:
-            self._kill_now()
-
-    def _tree_is_gone(self) -> None:
-        if not self.tree_gone:
-            self.tree_gone = True
-            self.kill_deadline = None
-            self.drain_deadline = time.monotonic() + self.config.drain_timeout
+        return None if wait is None else min(wait, _MAX_WAIT)
 
     # --- events -----------------------------------------------------------------------
 
@@ -394,24 +301,23 @@ class Supervision:
         status = self.process.poll()
         if status is None:  # pidfd readable means exited; a racing reaper may still be pending
             status = self.process.poll() or ExitStatus()
-        self.timeout_deadline = self.overtime_deadline = None
         level = "info" if status.clean else "error"
         event = f"Task process ended: {status.describe()}"
-        if status.signal == signal.SIGKILL and self.stop_reason is None:
+        if status.signal == signal.SIGKILL and self.stopper.reason is None:
             event += " (likely out of memory: the OOM killer sends SIGKILL)"
         self.log.supervisor(level, event, exit_code=status.code, signal=status.signal)
-        self._sweep_after_exit(time.monotonic())
+        self.stopper.task_exited()
 
     def _on_signal(self, fd: int) -> None:
         with contextlib.suppress(BlockingIOError):
             for signum in os.read(fd, 64):
                 name = signal.Signals(signum).name
-                if self.stop_reason is StopReason.TERMINATED:
+                if self.stopper.reason is StopReason.TERMINATED:
                     self.log.supervisor("warning", f"Received {name} again; killing the task now")
-                    self._kill_now()
+                    self.stopper.kill_now()
                     continue
                 self.log.supervisor("warning", f"Received {name}; stopping the task")
-                self._stop(StopReason.TERMINATED)
+                self.stopper.request(StopReason.TERMINATED)
 
     def _on_inbox(self, fd: int) -> None:
         for action in self.inbox.drain():
@@ -477,6 +383,9 @@ class Supervision:
             self._on_terminal(msg)
         else:
             local = self.relay.answer_locally(msg)
+            if isinstance(local, ErrorResponse) and local.error is ErrorCode.PROTOCOL_ERROR:
+                reason = local.detail["message"]
+                self.log.supervisor("error", f"Protocol error from the task: {reason}")
             if local is not None:
                 self._send(local)
             else:
@@ -506,7 +415,7 @@ class Supervision:
                 f"The task speaks protocol version {hello.protocol_version}; "
                 f"this supervisor speaks {PROTOCOL_VERSION}",
             )
-            self._stop(StopReason.PROTOCOL)
+            self.stopper.request(StopReason.PROTOCOL)
 
     def _on_terminal(self, msg: TerminalRequest) -> None:
         if self.terminal is not None:
@@ -516,19 +425,27 @@ class Supervision:
                 f"the task already reported {state_of(self.terminal)}",
             )
             return
-        if self.stop_reason is not None:
+        if self.stopper.reason is not None:
             self._reply_error(
-                msg.id, ErrorCode.INVALID_STATE, f"the task is being stopped ({self.stop_reason})"
+                msg.id,
+                ErrorCode.INVALID_STATE,
+                f"the task is being stopped ({self.stopper.reason})",
             )
             return
         self.terminal = msg
         if self.heartbeat is not None:
             self.heartbeat.stop()
-        self.overtime_deadline = time.monotonic() + self.config.overtime
+        self.stopper.limit(
+            StopReason.OVERTIME,
+            self.config.overtime,
+            "warning",
+            "Task still running after reporting its state; stopping it",
+            overtime=self.config.overtime,
+        )
         state = state_of(msg)
         self.log.supervisor("info", f"Task reported {state}", reason=getattr(msg, "reason", None))
         if reported_at_once(msg):
-            self.report = self.pool.submit(self._report_state, state_payload(msg, _now()))
+            self.reporter.report_now(msg)
         self._send(OKResponse(id=msg.id))
 
     def _server_said_stop(self, exc: ServerResponseError) -> None:
@@ -538,11 +455,11 @@ class Supervision:
             status=exc.status,
             detail=exc.detail,
         )
-        self._stop(StopReason.SERVER)
+        self.stopper.request(StopReason.SERVER)
 
     def _heartbeat_lost(self, why: str) -> None:
         self.log.supervisor("error", f"Stopping the task: {why}")
-        self._stop(StopReason.HEARTBEAT_LOST)
+        self.stopper.request(StopReason.HEARTBEAT_LOST)
 
     # --- writing to the task --------------------------------------------------------
 
@@ -591,24 +508,14 @@ class Supervision:
     def _finish(self) -> ExitCode:
         if self.heartbeat is not None:
             self.heartbeat.stop()
-        status = self.process.status or ExitStatus()
         assert self.context is not None
         outcome = decide(
-            self.terminal, status, self.stop_reason, should_retry=self.context.should_retry
+            self.terminal,
+            self.process.status or ExitStatus(),
+            self.stopper.reason,
+            should_retry=self.context.should_retry,
         )
-        exit_code = outcome.exit_code
-        if outcome.state is not None:
-            error = self._deliver(outcome)
-            if error is not None:
-                exit_code = ExitCode.NOT_REPORTED
-                path = self._keep_state_on_disk(outcome, error)
-                self.log.supervisor(
-                    "error",
-                    "The final state could not be reported; kept on disk",
-                    state=outcome.state,
-                    path=path,
-                    error=error,
-                )
+        exit_code = self.reporter.deliver(outcome, self.terminal)
         self.log.supervisor(
             "info" if exit_code is ExitCode.OK else "error",
             "Task finished",
@@ -619,35 +526,6 @@ class Supervision:
             duration=round(time.monotonic() - self.started, 3),
         )
         return exit_code
-
-    def _deliver(self, outcome: Outcome) -> str | None:
-        """Report the outcome (or wait for the report already under way); return an error."""
-        assert outcome.state is not None
-        try:
-            if self.report is not None:
-                self.report.result()
-            else:
-                self._report_state(payload_for_state(outcome.state, _now()))
-        except Exception as exc:  # whatever went wrong, the state is kept on disk
-            return str(exc)
-        return None
-
-    def _report_state(self, payload: TIStateUpdate) -> None:
-        self.client.update_state(self.ti.id, payload, budget=self.config.state_retry_budget)
-
-    def _keep_state_on_disk(self, outcome: Outcome, error: str) -> str:
-        path = f"{self.log.path}.state.json"
-        record = {
-            "ti_id": str(self.ti.id),
-            "state": outcome.state,
-            "end_date": _now(),
-            "reason": outcome.reason,
-            "error": self.masker.mask(error),
-        }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(msgspec.json.encode(record) + b"\n")
-        return path
 
     def _log_retry(self, what: str, attempt: int, error: str, wait: float) -> None:
         self.log.supervisor(

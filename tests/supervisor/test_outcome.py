@@ -5,10 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import signal
 
+import msgspec
 import pytest
 
-from comms.messages import DeferTask, RescheduleTask, RetryTask, SucceedTask, TaskState
-from supervisor.outcome import ExitCode, StopReason, decide, reported_at_once
+from comms.messages import (
+    DeferTask,
+    RescheduleTask,
+    RetryTask,
+    SucceedTask,
+    TaskState,
+    state_of,
+)
+from supervisor.outcome import ExitCode, StopReason, decide, reported_at_once, state_update
 from supervisor.process import ExitStatus
 
 WHEN = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -199,3 +207,48 @@ def test_only_a_known_exit_0_is_clean():
     assert not ExitStatus(code=1).clean
     assert not ExitStatus(signal=signal.SIGTERM).clean
     assert not ExitStatus().clean
+
+
+# --- the PATCH .../state body -------------------------------------------------------------
+
+NOW = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    "terminal",
+    [
+        SucceedTask(id=1, end_date=WHEN),
+        RetryTask(id=1, end_date=WHEN),
+        TaskState(id=1, state="failed", end_date=WHEN),
+        TaskState(id=1, state="skipped", end_date=WHEN),
+        RescheduleTask(id=1, reschedule_date=NOW, end_date=WHEN),
+    ],
+)
+def test_a_state_the_task_reported_is_sent_with_the_tasks_own_end_date(terminal):
+    body = _wire(state_update(state_of(terminal), terminal, NOW))
+
+    assert body["state"] == state_of(terminal)
+    assert body["end_date"] == "2026-01-01T00:00:00Z"
+
+
+def test_a_state_the_supervisor_decided_ends_now_whatever_the_task_said():
+    # The task said "skipped", then crashed: the supervisor reports a failure of its own.
+    body = _wire(state_update("failed", TaskState(id=1, state="skipped", end_date=WHEN), NOW))
+
+    assert body == {"state": "failed", "end_date": "2026-01-02T00:00:00Z"}
+    assert _wire(state_update("up_for_retry", None, NOW))["end_date"] == "2026-01-02T00:00:00Z"
+
+
+def test_a_deferral_is_sent_with_the_tasks_trigger():
+    defer = DeferTask(id=1, classpath="t.T", trigger_timeout=30)
+
+    body = _wire(state_update("deferred", defer, NOW))
+
+    assert body["state"] == "deferred"
+    assert body["classpath"] == "t.T"
+    assert body["trigger_timeout"] == "PT30S"
+
+
+def _wire(update: msgspec.Struct) -> dict[str, object]:
+    """The JSON body as the server receives it."""
+    return msgspec.json.decode(msgspec.json.encode(update))

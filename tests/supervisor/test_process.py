@@ -190,7 +190,7 @@ def test_a_descendant_vanishing_while_listed_does_not_hide_the_others(processes)
 
     survivor._me = Me()
     # A process reaped between listing and inspection must not make the sweep believe the
-    # whole tree is gone (reap_descendants would stop killing while others still run).
+    # whole tree is gone (kill_tree_and_reap would stop killing while others still run).
     assert [p.pid for p in survivor.descendants()] == [survivor.pid]
 
 
@@ -217,7 +217,7 @@ grandchild = int(os.read(r, 64).decode())
 escaped = os.getpgid(grandchild) != pid and os.getsid(grandchild) == grandchild
 if leader_exits_first:
     os.waitid(os.P_PIDFD, proc.pidfd, os.WEXITED | os.WNOWAIT)
-left = proc.reap_descendants(time.monotonic() + 10)
+left = proc.kill_tree_and_reap(time.monotonic() + 10)
 status = proc.status
 print(json.dumps({
     "escaped": escaped,
@@ -232,7 +232,7 @@ print(json.dumps({
 
 
 @pytest.mark.parametrize("scenario", ["leader-running", "leader-exits-first"])
-def test_reap_descendants_kills_and_reaps_a_grandchild_that_escaped_with_setsid(scenario):
+def test_kill_tree_and_reap_kills_and_reaps_a_grandchild_that_escaped_with_setsid(scenario):
     result = subprocess.run(
         [sys.executable, "-c", SWEEP_SCRIPT, scenario],
         cwd=ROOT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
 from supervise_helpers import FAST, entrypoint, supervise
 
 from apiserver.testing import ReferenceServer
@@ -191,6 +193,25 @@ echo '{"type":"SucceedTask","id":2}'; read -r answer
         "key": "pushed_var",
         "value": "from-activity",
     }
+
+
+@pytest.mark.parametrize("state", ["failed", "skipped"])
+def test_the_end_date_the_task_reports_with_its_state_is_the_one_the_server_gets(
+    server: ReferenceServer, state: str
+) -> None:
+    script = f"""
+read -r startup
+echo '{{"type":"Hello","protocol_version":1,"sdk":"sh"}}'
+echo '{{"type":"TaskState","id":1,"state":"{state}","end_date":"2026-03-04T05:06:07Z"}}'
+read -r answer
+"""
+    ti_id, activity = server.create_task(command=["sh", "-c", script])
+
+    run = supervise(activity)
+
+    ti = server.admin.get_task_instance(ti_id)
+    assert ti.state == state, run.stderr
+    assert ti.end_date == dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
 
 
 def test_a_misspelt_setting_in_the_environment_is_named_on_stderr(
