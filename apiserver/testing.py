@@ -26,10 +26,12 @@ says ``https://``; a client then needs to trust the certificate (for ``supervise
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -40,8 +42,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from apiserver.admin import Admin
 from apiserver.auth import Scope, mint_token
@@ -188,33 +189,48 @@ class ReferenceServer:
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
         health = f"{self.url}health"
-        # trust_env=False: a proxy configured in the environment must not see loopback calls.
-        # verify=False: this only asks whether the process we started answers; whether a
-        # client trusts its certificate is what the caller tests.
-        with httpx.Client(timeout=1.0, trust_env=False, verify=False) as client:  # noqa: S501
-            while True:
-                if self._process.poll() is not None:
-                    raise ServerStartError(
-                        f"the server exited with code {self._process.returncode}:\n"
-                        + self._server_output()
-                    )
-                # The socket already listens, so this waits in the backlog until the server
-                # accepts: no sleep is needed between attempts.
-                try:
-                    if client.get(health).status_code == 200:
-                        return
-                except httpx.TimeoutException:
-                    pass
-                except httpx.TransportError:
-                    # Refused or reset: the process is going away. Wait on it, not on a timer.
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        self._process.wait(0.05)
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise ServerStartError(
-                        f"the server did not answer {health} within {self.startup_timeout} s:\n"
-                        + self._server_output()
-                    )
+        while True:
+            if self._process.poll() is not None:
+                raise ServerStartError(
+                    f"the server exited with code {self._process.returncode}:\n"
+                    + self._server_output()
+                )
+            # The socket already listens, so this waits in the backlog until the server
+            # accepts: no sleep is needed between attempts.
+            try:
+                if self._health_status() == 200:
+                    return
+            except TimeoutError:
+                pass
+            except OSError:
+                # Refused or reset: the process is going away. Wait on it, not on a timer.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._process.wait(0.05)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerStartError(
+                    f"the server did not answer {health} within {self.startup_timeout} s:\n"
+                    + self._server_output()
+                )
+
+    def _health_status(self) -> int:
+        """The status of one ``GET .../health`` (http.client: no proxy is ever consulted)."""
+        path = f"{urlsplit(self.url).path}health"
+        connection: http.client.HTTPConnection
+        if self.ssl_certfile is None:
+            connection = http.client.HTTPConnection(_HOST, self.port, timeout=1.0)
+        else:
+            # This only asks whether the process we started answers; whether a client trusts
+            # its certificate is what the caller tests.
+            unverified = ssl._create_unverified_context()  # noqa: S323
+            connection = http.client.HTTPSConnection(
+                _HOST, self.port, timeout=1.0, context=unverified
+            )
+        try:
+            connection.request("GET", path)
+            return connection.getresponse().status
+        finally:
+            connection.close()
 
     def _server_output(self) -> str:
         try:
