@@ -1,17 +1,23 @@
 """Activity files: what an executor hands ``supervise`` for one task try (DESIGN.md).
 
-Only the documented fields are ever written: the supervisor rejects unknown ones.
+Only the documented fields are ever written, and a document is checked with the validator
+``supervise`` itself runs (:func:`comms.activity.parse_activity`) before the file is written
+or its task instance queued: what ``supervise`` would refuse is refused here instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["activity_document", "write_activity_file"]
+from comms.activity import parse_activity
+
+__all__ = ["activity_document", "writing_activity_file"]
 
 
 def activity_document(
@@ -50,8 +56,28 @@ def activity_document(
     return doc
 
 
-def write_activity_file(path: str | Path, doc: Mapping[str, Any]) -> None:
-    """Write ``doc`` as JSON to ``path``, readable by its owner only (it holds a token)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w") as file:
-        file.write(json.dumps(doc, indent=2) + "\n")
+@contextlib.contextmanager
+def writing_activity_file(
+    path: str | Path, doc: Mapping[str, Any], *, check: bool = True
+) -> Iterator[None]:
+    """Write ``doc`` to ``path`` (owner-only: it holds a token) if the ``with`` block succeeds.
+
+    With ``check``, ``doc`` is first refused exactly as ``supervise`` would refuse it
+    (:class:`comms.activity.ActivityError`). The file is written beside ``path`` before the
+    block runs, so an unwritable ``path`` fails before the caller queues anything, and moved
+    into place only after it: a failed block leaves no file, and no reader sees half of one.
+    """
+    data = (json.dumps(doc, indent=2) + "\n").encode()
+    if check:
+        parse_activity(data)
+    target = Path(path)
+    fd, staged = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with open(fd, "wb") as file:  # mkstemp made it 0600
+            file.write(data)
+        yield
+        os.replace(staged, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise

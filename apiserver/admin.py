@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apiserver.activity import activity_document, write_activity_file
+from apiserver.activity import activity_document, writing_activity_file
 from apiserver.auth import Scope, mint_token
 from apiserver.blobs import BlobStore
 from apiserver.db import connect, immediate, now_iso
@@ -52,6 +52,10 @@ class TaskInstanceRecord:
     team_name: str | None
     #: True once :meth:`Admin.clear` archived this try.
     cleared: bool
+
+
+def _new_run_id() -> str:
+    return f"manual__{uuid.uuid4().hex}"
 
 
 def _date(value: str | None) -> dt.datetime | None:
@@ -142,7 +146,7 @@ class Admin:
         ``run_id`` None makes a fresh dag run; a missing dag run is created with ``team``. A
         task instance's team is its dag run's, so ``team`` must match an existing run's.
         """
-        run_id = run_id or f"manual__{uuid.uuid4().hex}"
+        run_id = run_id or _new_run_id()
         run = self._one(
             "SELECT team_name FROM dag_runs WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
         )
@@ -389,33 +393,27 @@ class Admin:
         """Create a queued task instance and write its activity file to ``path``.
 
         The token is ``workload``-scoped by default, as Airflow 3.3's executors ship it; the
-        supervisor trades it for an execution token on ``/run``. ``extra_fields`` are merged
-        into the document as given (for tests of the supervisor's validation). ``ti_id`` None
-        picks a new UUID. Returns the task instance id.
+        supervisor trades it for an execution token on ``/run``. The document is checked with
+        ``supervise``'s own validator first: an activity it would refuse raises
+        :class:`comms.activity.ActivityError`, and nothing is queued or written. So does a
+        ``path`` that cannot be written. ``extra_fields`` are merged into the document as given
+        and skip that check (they are for tests of the supervisor's validation). ``ti_id``
+        None picks a new UUID. Returns the task instance id.
         """
         if (entrypoint is None) == (command is None):
             raise ValueError("give exactly one of entrypoint and command")
-        ti_id = self.create_task_instance(
-            dag_id,
-            task_id,
-            run_id,
-            map_index=map_index,
-            try_number=try_number,
-            max_tries=max_tries,
-            team=team,
-            ti_id=ti_id,
-        )
-        ti = self.get_task_instance(ti_id)
+        ti_id = str(uuid.UUID(ti_id)) if ti_id else str(uuid.uuid4())
+        run_id = run_id or _new_run_id()
         doc = activity_document(
             token=mint_token(secret, ti_id, scope=scope, lifetime=token_lifetime),
             server=server,
             ti={
                 "id": ti_id,
-                "dag_id": ti.dag_id,
-                "task_id": ti.task_id,
-                "run_id": ti.run_id,
-                "try_number": ti.try_number,
-                "map_index": ti.map_index,
+                "dag_id": dag_id,
+                "task_id": task_id,
+                "run_id": run_id,
+                "try_number": try_number,
+                "map_index": map_index,
             },
             entrypoint=entrypoint,
             command=command,
@@ -426,5 +424,15 @@ class Admin:
             run_as=run_as,
         )
         doc.update(extra_fields or {})
-        write_activity_file(path, doc)
+        with writing_activity_file(path, doc, check=not extra_fields):
+            self.create_task_instance(
+                dag_id,
+                task_id,
+                run_id,
+                map_index=map_index,
+                try_number=try_number,
+                max_tries=max_tries,
+                team=team,
+                ti_id=ti_id,
+            )
         return ti_id

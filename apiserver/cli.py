@@ -9,7 +9,9 @@
     taskvisor demo
 
 The JWT secret may come from ``TASKVISOR_JWT_SECRET`` instead of ``--secret``. Bad flags exit
-with code 2 and a message naming the flag and what it expects.
+with code 2 and a message naming the flag and what it expects. ``activity`` refuses what
+``supervise`` would refuse (the same validator, :func:`comms.activity.parse_activity`) before it
+queues anything; its other errors are one ``taskvisor: ...`` line too, never a traceback.
 """
 
 from __future__ import annotations
@@ -242,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     activity.add_argument(
         "--timeout", type=_positive_seconds, metavar="SECONDS", help="execution timeout"
     )
-    activity.add_argument("--log-path", type=Path, metavar="FILE", help="task log file")
+    activity.add_argument("--log-path", metavar="FILE", help="task log file")
     activity.add_argument(
         "--context",
         type=_json_object,
@@ -352,36 +354,84 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The flag that sets each activity field, to name it in an error about the field.
+_FLAG_OF_FIELD = {
+    "$.server": "--server",
+    "$.entrypoint": "--entrypoint",
+    "$.command": "--command",
+    "$.context": "--context",
+    "$.env": "--env",
+    "$.timeout": "--timeout",
+    "$.log_path": "--log-path",
+    "$.run_as": "--run-as",
+    "$.ti.dag_id": "--dag-id",
+    "$.ti.task_id": "--task-id",
+    "$.ti.run_id": "--run-id",
+}
+
+
+def _refused(message: str, *, code: int = 2) -> int:
+    """Report a ``taskvisor`` error as one line on stderr; return its exit code."""
+    print(f"taskvisor: {message}", file=sys.stderr)
+    return code
+
+
 def _activity(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from apiserver.admin import Admin
+    from comms.activity import ActivityError
 
     secret = _secret(args)
     if args.command is not None and not args.command:
         args.parser.error("argument --command: expected the command and its arguments")
-    with Admin(args.db) as admin:
-        for key, value in args.var:
-            admin.set_variable(key, value)
-        for conn in args.conn:
-            conn_id, conn_type = conn.pop("conn_id"), conn.pop("conn_type")
-            admin.set_connection(conn_id, conn_type, **conn)
-        ti_id = admin.write_activity(
-            args.out,
-            server=args.server,
-            secret=secret,
-            entrypoint=args.entrypoint,
-            command=args.command,
-            dag_id=args.dag_id,
-            task_id=args.task_id,
-            run_id=args.run_id,
-            max_tries=args.max_tries,
-            team=args.team,
-            timeout=args.timeout,
-            log_path=args.log_path,
-            context=args.context,
-            run_as=args.run_as,
-            env=dict(args.env) or None,
-            token_lifetime=args.token_lifetime,
-        )
+    try:
+        admin = Admin(args.db)
+    except (sqlite3.Error, OSError) as exc:
+        return _refused(f"argument --db: cannot open the database {str(args.db)!r}: {exc}")
+    with admin:
+        try:
+            # First: write_activity refuses what supervise would refuse before it queues
+            # anything, and only then are variables and connections seeded.
+            ti_id = admin.write_activity(
+                args.out,
+                server=args.server,
+                secret=secret,
+                entrypoint=args.entrypoint,
+                command=args.command,
+                dag_id=args.dag_id,
+                task_id=args.task_id,
+                run_id=args.run_id,
+                max_tries=args.max_tries,
+                team=args.team,
+                timeout=args.timeout,
+                log_path=args.log_path,
+                context=args.context,
+                run_as=args.run_as,
+                env=dict(args.env) or None,
+                token_lifetime=args.token_lifetime,
+            )
+            for key, value in args.var:
+                admin.set_variable(key, value)
+            for conn in args.conn:
+                conn_id, conn_type = conn.pop("conn_id"), conn.pop("conn_type")
+                admin.set_connection(conn_id, conn_type, **conn)
+        except ActivityError as exc:
+            flag = next(
+                (
+                    flag
+                    for field, flag in _FLAG_OF_FIELD.items()
+                    if exc.field == field or exc.field.startswith((f"{field}.", f"{field}["))
+                ),
+                None,
+            )
+            return _refused(f"argument {flag}: {exc}" if flag else str(exc))
+        except ValueError as exc:  # the dag run or task instance exists, or is another team's
+            return _refused(str(exc))
+        except OSError as exc:
+            return _refused(f"argument --out: cannot write {str(args.out)!r}: {exc.strerror}")
+        except sqlite3.Error as exc:
+            return _refused(f"database {str(args.db)!r}: {exc}", code=1)
     print(f"taskvisor: queued task instance {ti_id}; activity written to {args.out}")
     return 0
 

@@ -7,7 +7,7 @@ the branch it owns, and users catch what they can name::
     ├── ProtocolError                   the task channel contract was broken (abstract)
     │   ├── TaskProtocolError           ... by the task: bad JSON, unknown type, no id, too long
     │   └── SupervisorProtocolError     ... by the supervisor: unknown id, bad response
-    ├── ActivityError                   supervisor.errors: invalid activity file (exit 2)
+    ├── ActivityError                   comms.activity: invalid activity (supervise exits 2)
     ├── ApiError                        supervisor.errors: an Execution API call failed
     │   ├── ServerUnreachable           connection errors or 5xx after every retry (transient)
     │   ├── TLSError                    certificate refused, or the URL's scheme does not match

@@ -173,13 +173,16 @@ def _supervise(args: argparse.Namespace, zygote: object) -> int:
 
 
 def _read_activity(source: str, *, delete: bool) -> bytes:
+    """The activity's bytes, at most one more than ``parse_activity`` accepts: a larger file
+    or stdin is refused there without ever being held in memory whole."""
+    from comms.activity import MAX_ACTIVITY_BYTES
     from supervisor.errors import ActivityError
 
     try:
         if source == "-":
-            return sys.stdin.buffer.read()
+            return sys.stdin.buffer.read(MAX_ACTIVITY_BYTES + 1)
         with open(source, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_ACTIVITY_BYTES + 1)
         if delete:
             os.unlink(source)
         return data

@@ -1,9 +1,14 @@
-"""The supervisor's branch of the error tree drawn in :mod:`comms.errors`."""
+"""The supervisor's branch of the error tree drawn in :mod:`comms.errors`.
+
+:class:`ActivityError` is defined in :mod:`comms.activity`, next to the one validator that
+the reference server shares, and re-exported here.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from comms.activity import ActivityError
 from comms.errors import TaskvisorError
 
 __all__ = [
@@ -17,14 +22,6 @@ __all__ = [
     "TLSError",
     "Unauthorized",
 ]
-
-
-class ActivityError(TaskvisorError):
-    """The activity file is invalid. ``field`` is a JSON path such as ``$.ti.dag_id``."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"activity {field}: {message}")
-        self.field = field
 
 
 class ApiError(TaskvisorError):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import selectors
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -260,3 +262,158 @@ def test_the_listening_socket_makes_asyncio_turn_off_nagle_on_each_connection() 
                 writer.close()
 
     assert asyncio.run(nodelay_of_an_accepted_connection()) != 0
+
+
+# --- taskvisor activity refuses what supervise refuses, before it queues anything ---------
+
+
+def _activity_argv(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        *("activity", "--db", str(tmp_path / "state.sqlite"), "--secret", SECRET),
+        *("--out", str(tmp_path / "activity.json"), "--var", "seeded=yes"),
+        *extra,
+    ]
+
+
+def _assert_nothing_queued(tmp_path: Path) -> None:
+    assert not (tmp_path / "activity.json").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+    db = tmp_path / "state.sqlite"
+    if db.exists():
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("SELECT count(*) FROM task_instances").fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM variables").fetchone() == (0,)
+
+
+SERVER = ("--server", "http://127.0.0.1:8080/execution/")
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (
+            [*SERVER, "--entrypoint", "pkg.mod"],
+            "taskvisor: argument --entrypoint: activity $.entrypoint: got 'pkg.mod'; "
+            "expected 'package.module:callable' or 'path/file.py:callable'",
+        ),
+        (
+            [*SERVER, "--entrypoint", "m:f", "--context", '{"variables": 1}'],
+            "taskvisor: argument --context: activity $.context.variables: "
+            "Expected `object`, got `int`",
+        ),
+        (
+            ["--server", "http://127.0.0.1:99999/execution/", "--entrypoint", "m:f"],
+            "taskvisor: argument --server: activity $.server: "
+            "got 'http://127.0.0.1:99999/execution/': Port out of range 0-65535",
+        ),
+        (
+            [*SERVER, "--entrypoint", "m:f", "--run-as", ""],
+            "taskvisor: argument --run-as: activity $.run_as: got ''; expected a user name",
+        ),
+        (
+            [*SERVER, "--entrypoint", "m:f", "--log-path", ""],
+            "taskvisor: argument --log-path: activity $.log_path: got ''; expected a file path",
+        ),
+        (
+            [*SERVER, "--entrypoint", "m:f", "--dag-id", ""],
+            "taskvisor: argument --dag-id: activity $.ti.dag_id: got ''; "
+            "expected 1 to 250 characters",
+        ),
+        (
+            [*SERVER, "--entrypoint", "m:f", "--env", "A-B=1"],
+            "taskvisor: argument --env: activity $.env.A-B: expected a variable name",
+        ),
+        (
+            [*SERVER, "--entrypoint", "m:f", "--context", '{"variables": {"a": "1"}, "x": 2}'],
+            "taskvisor: argument --context: activity $.context.x: unknown field",
+        ),
+    ],
+    ids=[
+        "entrypoint-without-colon",
+        "context-variables-not-an-object",
+        "server-port-99999",
+        "empty-run-as",
+        "empty-log-path",
+        "empty-dag-id",
+        "bad-env-name",
+        "unknown-context-field",
+    ],
+)
+def test_activity_refuses_what_supervise_refuses_in_one_line_and_queues_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], line: str
+) -> None:
+    code = main(_activity_argv(tmp_path, *extra))
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(line), err
+    assert len(err.splitlines()) == 1
+    _assert_nothing_queued(tmp_path)
+
+
+def test_activity_with_a_database_in_a_missing_directory_fails_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # A real process: a traceback would reach stderr whatever main() returns.
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "apiserver", "activity"),
+            *("--db", str(tmp_path / "no" / "such" / "x.sqlite"), "--secret", SECRET),
+            *("--out", str(tmp_path / "activity.json"), *SERVER, "--entrypoint", "m:f"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"taskvisor: argument --db: cannot open the database "
+        f"'{tmp_path / 'no' / 'such' / 'x.sqlite'}': unable to open database file"
+    ]
+    _assert_nothing_queued(tmp_path)
+
+
+def test_activity_with_an_unwritable_out_queues_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "missing" / "activity.json"
+    argv = _activity_argv(tmp_path, *SERVER, "--entrypoint", "m:f")
+    argv[argv.index("--out") + 1] = str(out)
+
+    code = main(argv)
+
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"taskvisor: argument --out: cannot write '{out}': No such file or directory\n"
+    )
+    _assert_nothing_queued(tmp_path)
+
+
+def test_activity_into_another_teams_dag_run_fails_in_one_line_and_writes_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Admin(tmp_path / "state.sqlite") as admin:
+        admin.create_dag_run("taskvisor", "r1", team="blue")
+
+    code = main(
+        _activity_argv(tmp_path, *SERVER, "--entrypoint", "m:f", "--run-id", "r1", "--team", "red")
+    )
+
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "taskvisor: dag run taskvisor/r1 belongs to team 'blue', not 'red'\n"
+    )
+    _assert_nothing_queued(tmp_path)
+
+
+def test_the_activity_it_writes_passes_supervises_validator(tmp_path: Path) -> None:
+    from comms.activity import parse_activity
+
+    code = main(_activity_argv(tmp_path, *SERVER, "--command", "./task.sh", "-x"))
+
+    assert code == 0
+    parsed = parse_activity((tmp_path / "activity.json").read_bytes())
+    assert parsed.command == ["./task.sh", "-x"]
+    assert (tmp_path / "activity.json").stat().st_mode & 0o777 == 0o600
