@@ -1,4 +1,4 @@
-"""``supervise PATH|-``: run one task try under supervision. Exit codes: DESIGN.md.
+"""``supervise PATH|-``: run one task try under supervision. Exit codes: docs/design.md.
 
 The task child is forked before anything else happens, while this process holds no token,
 thread or network client; see :mod:`supervisor.spawn`.
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
-import math
 import os
 import sys
 from typing import NoReturn
 
+from supervisor.config import Setting, parse_setting, settings
 from supervisor.spawn import fork_zygote
 
 __all__ = ["main"]
@@ -36,37 +37,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete the activity file once read (keeps the token off disk)",
     )
-    for name, help_text in (
-        ("heartbeat-interval", "seconds between heartbeats (default 5)"),
-        (
-            "heartbeat-tolerance",
-            "stop the task after this many seconds without a successful heartbeat (300)",
-        ),
-        ("kill-grace", "seconds between SIGTERM and SIGKILL (5)"),
-        ("overtime", "seconds a task may run after reporting its state (20)"),
-        ("api-retry-budget", "seconds to retry one Execution API call (60)"),
-        (
-            "state-retry-budget",
-            "seconds to retry the final state report before keeping it on disk (120)",
-        ),
-        ("api-timeout", "timeout of one HTTP request in seconds (30)"),
-        ("drain-timeout", "seconds to drain the task's pipes after it is gone (2)"),
-    ):
-        p.add_argument(f"--{name}", type=_positive_float, metavar="SECONDS", help=help_text)
-    p.add_argument(
-        "--max-line", type=int, metavar="BYTES", help="longest protocol line from the task (64 MiB)"
-    )
+    for setting in settings():
+        p.add_argument(
+            setting.flag,
+            dest=setting.name,
+            type=functools.partial(_flag_value, setting),
+            metavar="BYTES" if setting.integer else "SECONDS",
+            help=f"{setting.help} (default {setting.default:{'d' if setting.integer else 'g'}}"
+            f"; env {setting.env})",
+        )
     return p
 
 
-def _positive_float(text: str) -> float:
+def _flag_value(setting: Setting, text: str) -> float | int:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):  # refuses NaN and infinity too
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+        return parse_setting(setting, text, source=setting.flag)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -150,15 +137,7 @@ def _supervise(args: argparse.Namespace, zygote: object) -> int:
                 "(see supervise --help)"
             )
         config = SupervisorConfig.from_env().with_overrides(
-            heartbeat_interval=args.heartbeat_interval,
-            heartbeat_tolerance=args.heartbeat_tolerance,
-            kill_grace=args.kill_grace,
-            overtime=args.overtime,
-            api_retry_budget=args.api_retry_budget,
-            state_retry_budget=args.state_retry_budget,
-            api_timeout=args.api_timeout,
-            drain_timeout=args.drain_timeout,
-            max_line=args.max_line,
+            **{setting.name: getattr(args, setting.name) for setting in settings()}
         )
         from supervisor.supervise import supervise
 

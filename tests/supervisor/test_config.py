@@ -7,7 +7,8 @@ import math
 import pytest
 
 from comms.framing import DEFAULT_MAX_LINE
-from supervisor.config import SupervisorConfig
+from supervisor.cli import _parser
+from supervisor.config import SupervisorConfig, settings
 
 
 def test_defaults_without_environment():
@@ -94,3 +95,32 @@ def test_taskvisor_variables_that_name_no_setting_are_reported():
         "TASKVISOR_A",
         "TASKVISOR_HEARTBEAT_INTERVL",
     ]
+
+
+def test_every_setting_is_declared_once_and_has_a_flag_and_an_environment_variable():
+    flags = {action.dest: action.option_strings for action in _parser()._actions}
+    for setting in settings():
+        assert flags[setting.name] == [setting.flag]
+        assert setting.env == f"TASKVISOR_{setting.name.upper()}"
+        assert setting.help
+    assert [s.name for s in settings()] == list(SupervisorConfig.__struct_fields__)
+
+
+def test_a_flag_overrides_the_environment_through_the_same_parser():
+    args = _parser().parse_args(["a.json", "--kill-grace", "1.5", "--max-line", "4096"])
+    config = SupervisorConfig.from_env({"TASKVISOR_KILL_GRACE": "9"}).with_overrides(
+        **{s.name: getattr(args, s.name) for s in settings()}
+    )
+
+    assert config.kill_grace == 1.5
+    assert config.max_line == 4096
+    assert config.overtime == SupervisorConfig().overtime
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "1.5"])
+def test_a_bad_max_line_flag_is_a_usage_error_naming_the_flag(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["a.json", "--max-line", value])
+
+    assert exit_info.value.code == 2
+    assert "--max-line" in capsys.readouterr().err
