@@ -422,6 +422,42 @@ def log_relay(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
     return rows
 
 
+#: How many secrets the masking rows register.
+MASKING_SECRETS = (10, 1_000, 100_000)
+
+
+def masking(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
+    """Lines/s through ``Masker.mask`` with 10, 1,000 and 100,000 secrets registered, each
+    beside ``str.replace`` of the one secret over the same text, in the same fresh process."""
+    rows = []
+    lines = plan.log_lines // 5  # ~12 MB of text in the full plan: enough to time, not to swap
+    for count in MASKING_SECRETS:
+        result = floors.in_fresh_process(
+            "throughput", count, lines, plan.sdk_runs, module="benchmarks.masking"
+        )
+        floor = Stat.of(result["floor_lines_per_s"], "lines/s")
+        fl.measured[f"str_replace_{count}"] = floor
+        rows.append(
+            row(
+                f"masking_{count}",
+                f"masking, {count:,} secrets registered (log lines through `Masker.mask` in "
+                f"64 KiB chunks, {lines:,} lines)",
+                Stat.of(result["lines_per_s"], "lines/s"),
+                "≥ 1,000,000 lines/s",
+                lambda v: v >= 1_000_000,
+                floor=floor,
+                floor_name="the same chunks through `str.replace` of the one secret they hold",
+                rate=True,
+                details={
+                    "build_ms": result["build_seconds"] * 1000,
+                    "build_peak_rss_mb": result["build_peak_rss_kib"] * 1024 / MB,
+                    "secret_chars": result["secret_chars"],
+                },
+            )
+        )
+    return rows
+
+
 def notifications(bench: Bench, plan: Plan, fl: Floors) -> list[Row]:
     """``log.info`` notifications/s task → supervisor, until the supervisor has read them all."""
     n = plan.notifications
@@ -493,6 +529,7 @@ CASES = {
     "sdk_supervisor": sdk_supervisor,
     "sdk_relayed": sdk_relayed,
     "log_relay": log_relay,
+    "masking": masking,
     "notifications": notifications,
     "xcom_heartbeat": xcom_heartbeat,
 }

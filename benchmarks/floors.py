@@ -160,10 +160,11 @@ _FRESH = {
 }
 
 
-def in_fresh_process(name: str, n: int) -> dict[str, Any]:
-    """Run floor ``name`` with ``n`` iterations in a new interpreter; its JSON result."""
+def in_fresh_process(name: str, *args: int, module: str = "benchmarks.floors") -> dict[str, Any]:
+    """Run measurement ``name`` of ``module`` (a floor: ``args`` is its iteration count) in a
+    new interpreter; its JSON result."""
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.floors", name, str(n)],
+        [sys.executable, "-m", module, name, *map(str, args)],
         cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         check=True,

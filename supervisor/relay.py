@@ -70,10 +70,22 @@ class Relay:
                 self._register_connection(conn)
 
     def answer_locally(self, request: DataRequest) -> Response | None:
-        """Answer without the network, or return None when the API must be asked."""
+        """Answer without the network, or return None when the API must be asked.
+
+        Secret text the task supplies (``MaskSecret``, a ``PutVariable`` with a sensitive
+        name) is registered within the try's limits (:mod:`supervisor.masking`); past them
+        the request is refused with ``PROTOCOL_ERROR``, which the caller logs.
+        """
         if isinstance(request, MaskSecret):
-            self._masker.add(request.value)
+            refused = self._masker.add_task_secret(request.value)
+            if refused is not None:
+                return _refusal(request, f"{refused}; nothing was registered")
             return OKResponse(id=request.id)
+        if isinstance(request, PutVariable) and is_sensitive_key(request.key):
+            # Else setting variables would be a way around the limits on MaskSecret.
+            refused = self._masker.add_task_secret(request.value)
+            if refused is not None:
+                return _refusal(request, f"{refused}; the variable was not set")
         return self._pushed.answer(request)
 
     def answer_remote(self, request: DataRequest) -> Response:
@@ -110,6 +122,7 @@ class Relay:
                 self._register_variable(var.key, var.value)
             return VariableResult(id=rid, key=var.key, value=var.value)
         if isinstance(request, PutVariable):
+            # answer_locally registered it already; this keeps answer_remote safe on its own.
             self._register_variable(request.key, request.value)
             client.put_variable(request.key, request.value, request.description)
             return OKResponse(id=rid)
@@ -151,6 +164,14 @@ class Relay:
             # An extra that is not JSON is masked as one string.
             with contextlib.suppress(msgspec.DecodeError):
                 self._masker.add(msgspec.json.decode(conn.extra))
+
+
+def _refusal(request: DataRequest, message: str) -> ErrorResponse:
+    return ErrorResponse(
+        id=request.id,
+        error=ErrorCode.PROTOCOL_ERROR,
+        detail={"message": f"{type(request).__name__} refused: {message}"},
+    )
 
 
 _NOT_FOUND = {

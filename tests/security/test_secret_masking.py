@@ -9,6 +9,7 @@ calls split inside the secret, and finally raises an exception whose message hol
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,13 @@ from security_harness import (
     reference_server,  # noqa: F401 (the server fixture)
     supervise,
 )
+from test_protocol_abuse import _run_measuring_peak_rss as run_measuring_peak_rss
 
 from apiserver.testing import ReferenceServer
-from supervisor.masking import MIN_SECRET_LENGTH
+from supervisor.masking import MAX_TASK_SECRET_BYTES, MAX_TASK_SECRETS_BYTES, MIN_SECRET_LENGTH
 from supervisor.tasklog import MAX_PENDING_LINE
+
+BUDGET_TASK = "tests/security/tasks/secret_budget.py"
 
 SECRETS = {
     "password": "conn-password-123",
@@ -128,3 +132,54 @@ def test_a_secret_at_the_cut_of_an_over_long_line_is_masked(server: ReferenceSer
     for logger, filler in (("task.stdout", "x"), ("task.stderr", "y")):
         text = "".join(r["event"] for r in records if r["logger"] == logger)
         assert text == filler * MAX_PENDING_LINE + " *** end", logger
+
+
+def test_secret_text_past_the_tasks_limits_is_refused_and_memory_stays_bounded(
+    server: ReferenceServer, tmp_path: Path
+) -> None:
+    # Before the limits, 20 x 900 KB MaskSecret took supervise to 1.7 GB of RSS.
+    out = tmp_path / "budget.json"
+    ti_id, activity = server.create_task(
+        entrypoint=f"{BUDGET_TASK}:floods_the_masker", env={"BUDGET_OUT": str(out)}
+    )
+    exit_code, peak_kib = run_measuring_peak_rss(
+        [sys.executable, "-m", "supervisor", str(activity)]
+    )
+
+    assert exit_code == 0
+    # Supervise alone peaks near 35 MB; the accepted 256 KiB of secrets add ~15 MB of matcher
+    # (measured: 41 MB in all).
+    assert peak_kib < 80 * 1024, peak_kib
+    report = json.loads(out.read_text())
+    for answer in report["huge"]:
+        assert answer["code"] == "PROTOCOL_ERROR"
+        assert answer["message"].startswith(
+            f"MaskSecret refused: a secret may be at most {MAX_TASK_SECRET_BYTES} bytes"
+        )
+    assert report["kept"] == [{"code": "OK", "message": ""}] * 4
+    assert report["one_too_many"]["code"] == "PROTOCOL_ERROR"
+    assert (
+        f"at most {MAX_TASK_SECRETS_BYTES} bytes of secrets per try"
+        in report["one_too_many"]["message"]
+    )
+    assert report["variable"]["code"] == "PROTOCOL_ERROR"
+    assert report["variable"]["message"].endswith("the variable was not set")
+    with pytest.raises(KeyError):  # never sent to the server
+        server.admin.get_variable("flood_password")
+
+    records = log_records(Path(server.workdir / "logs" / f"{ti_id}.log"))
+    refusals = [
+        r["event"]
+        for r in records
+        if r["logger"] == "supervisor"
+        and r["level"] == "error"
+        and r["event"].startswith("Protocol error from the task: ")
+    ]
+    assert len(refusals) == 22, refusals
+    assert sum("MaskSecret refused: a secret may be at most" in e for e in refusals) == 20
+    assert sum("PutVariable refused" in e for e in refusals) == 1
+    printed = [r["event"] for r in records if r["logger"] == "task.stdout"]
+    assert printed == [f"kept {i}: *** end" for i in range(4)]
+    text = "\n".join(printed)
+    for secret in report["kept_secrets"]:
+        assert secret[:32] not in text
