@@ -1,4 +1,5 @@
-"""The import rules of DESIGN.md, checked two ways: the source (AST) and a fresh interpreter.
+"""The import rules of docs/design.md, checked two ways: the source (AST) and a fresh
+interpreter; and the runtime dependencies of pyproject.toml, each imported where it serves.
 
 * ``comms`` imports none of ``sdk``, ``supervisor``, ``apiserver``;
 * ``sdk`` never imports ``supervisor``, ``apiserver``, ``httpx`` or ``jwt``: the task child
@@ -10,9 +11,12 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -103,3 +107,58 @@ def test_the_ast_scan_sees_every_import_form(tmp_path):
         "    importlib.import_module('supervisor.client')\n"
     )
     assert set(imported_top_level_names(source)) == {"os", "httpx", "jwt", "supervisor"}
+
+
+# --- every runtime dependency serves the product --------------------------------------------
+
+PRODUCT = ("comms", "sdk", "supervisor", "apiserver")
+
+
+def _runtime_requirements() -> dict[str, str]:
+    """Runtime dependencies of pyproject.toml: distribution name -> its requirement."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {}
+    for requirement in project["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement)
+        assert name is not None, requirement
+        names[_normalise(name.group())] = requirement
+    return names
+
+
+def _normalise(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def _product_imports() -> dict[str, str]:
+    """Distributions the product's source imports: normalised name -> a file:line using it."""
+    by_module = importlib.metadata.packages_distributions()
+    found = {}
+    for package in PRODUCT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for module, line in imported_top_level_names(path).items():
+                for distribution in by_module.get(module, []):
+                    found.setdefault(_normalise(distribution), f"{path.relative_to(ROOT)}:{line}")
+    return found
+
+
+def test_every_runtime_dependency_is_imported_by_the_product():
+    used = _product_imports()
+    unused = sorted(req for name, req in _runtime_requirements().items() if name not in used)
+    assert not unused, f"runtime dependencies no product module imports: {unused}"
+
+
+def test_every_third_party_module_the_product_imports_is_a_runtime_dependency():
+    declared = _runtime_requirements()
+    ours = {_normalise("taskvisor")}
+    undeclared = sorted(
+        f"{name} ({where})"
+        for name, where in _product_imports().items()
+        if name not in declared and name not in ours
+    )
+    assert not undeclared, f"imported but not declared: {undeclared}"
+
+
+def test_every_runtime_dependency_has_a_bounded_range():
+    for requirement in _runtime_requirements().values():
+        assert ">=" in requirement, f"{requirement}: no tested lower bound"
+        assert "<" in requirement.replace("<=", ""), f"{requirement}: no upper bound"
