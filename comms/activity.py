@@ -1,4 +1,4 @@
-"""The activity document: what an executor hands ``supervise`` for one task try (DESIGN.md).
+"""The activity document: what an executor hands ``supervise`` for one task try (docs/design.md).
 
 One validator serves every side: ``supervise`` parses what it reads with
 :func:`parse_activity`, and the reference server's ``taskvisor activity`` runs the document it
@@ -89,7 +89,7 @@ class ActivityError(TaskvisorError):
 
 
 class Activity(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One task try to supervise (DESIGN.md, "Activity file")."""
+    """One task try to supervise (docs/design.md, "Activity file")."""
 
     kind: Literal["ExecuteTask"]
     token: str

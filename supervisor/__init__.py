@@ -1,5 +1,5 @@
 """The trusted side of taskvisor: ``supervise`` runs one task try and is its only link to
-the Execution API server. See DESIGN.md and ``docs/`` for the contracts.
+the Execution API server. See docs/design.md for the contracts.
 
 This package's ``__init__`` imports nothing: ``supervise`` forks the task child before it
 loads its HTTP client and helpers, so the child starts small.

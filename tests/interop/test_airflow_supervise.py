@@ -32,7 +32,7 @@ TASKS = HERE / "tasks.py"
 COMMAND_TASK = HERE / "command_task.sh"
 SUPERVISE_TIMEOUT = 120
 
-#: Exit codes of ``supervise`` (DESIGN.md).
+#: Exit codes of ``supervise`` (docs/design.md).
 SUCCESS_OR_SKIPPED, FAILED_OR_RETRY, SERVER_REFUSED, SERVER_SAID_STOP = 0, 1, 3, 5
 
 #: What ``tasks.py:returns_value`` returns: Airflow must show it as XCom ``return_value``.

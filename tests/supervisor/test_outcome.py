@@ -128,7 +128,7 @@ def test_skipped_then_non_zero_exit_is_a_failure(status):
     ids=["crash", "exit-3", "timeout"],
 )
 def test_explicit_fail_is_never_retried_even_if_the_process_then_dies_badly(status, stop):
-    # sdk.Fail means "failed, no retry" (DESIGN.md); a crash or kill afterwards is still a
+    # sdk.Fail means "failed, no retry" (docs/design.md); a crash or kill afterwards is still a
     # failure, but must not turn the task's explicit no-retry into up_for_retry.
     outcome = decide(FAILED, status, stop, should_retry=True)
     assert outcome.state == "failed"

@@ -1,4 +1,4 @@
-"""``supervise`` refuses an invalid activity before anything starts (DESIGN.md, "Activity file").
+"""``supervise`` refuses an invalid activity before anything starts (docs/design.md, "Activity file").
 
 Each case runs the real ``supervise`` and checks the whole promise: exit 2, one stderr line
 naming the field, no task log (neither the one asked for nor the default under ``./logs/``),
