@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from comms.api import TIEnterRunningPayload, TIHeartbeatInfo, TIRunContext
-from comms.framing import BadLine, LineDecoder, encode, task_decoder
+from comms.framing import BadLine, LineDecoder, task_decoder
 from comms.messages import (
     PROTOCOL_VERSION,
     Cancel,
@@ -57,6 +57,7 @@ from supervisor.errors import (
 from supervisor.heartbeat import Heartbeat
 from supervisor.http import Transport
 from supervisor.masking import Masker
+from supervisor.outbox import Outbox
 from supervisor.outcome import ExitCode, StopReason, decide, reported_at_once
 from supervisor.process import ExitStatus, TaskProcess
 from supervisor.relay import Relay, RequestIds
@@ -140,8 +141,7 @@ class Supervision:
         self.stdout = StreamReassembler(log, "task.stdout", "info")
         self.stderr = StreamReassembler(log, "task.stderr", "error")
         self.selector = selectors.DefaultSelector()
-        self.outbox = bytearray()
-        self.to_task_open = True
+        self.outbox = Outbox(zygote.to_task, self.selector)
         self.hello: Hello | None = None
         self.request_ids = RequestIds()
         self.context: TIRunContext | None = None
@@ -274,7 +274,7 @@ class Supervision:
         sel.register(self.process.pidfd, selectors.EVENT_READ, self._on_exit)
         sel.register(self.inbox.read_fd, selectors.EVENT_READ, self._on_inbox)
         sel.register(signal_fd, selectors.EVENT_READ, self._on_signal)
-        self._flush_outbox()
+        self.outbox.flush()
         while not self._done():
             for key, _ in sel.select(self._select_timeout()):
                 key.data(key.fd)
@@ -467,26 +467,7 @@ class Supervision:
         self._send(ErrorResponse(id=rid, error=code, detail={"message": message}))
 
     def _send(self, message: msgspec.Struct) -> None:
-        if not self.to_task_open:
-            return
-        self.outbox += encode(message)
-        self._flush_outbox()
-
-    def _flush_outbox(self) -> None:
-        fd = self.zygote.to_task
-        try:
-            while self.outbox:
-                written = os.write(fd, self.outbox)
-                del self.outbox[:written]
-        except BlockingIOError:
-            if fd not in self.selector.get_map():
-                self.selector.register(fd, selectors.EVENT_WRITE, lambda _fd: self._flush_outbox())
-            return
-        except (BrokenPipeError, OSError):
-            self.to_task_open = False  # the task closed its end: nobody is listening
-            self.outbox.clear()
-        if fd in self.selector.get_map():
-            self.selector.unregister(fd)
+        self.outbox.send(message)
 
     def _close_pipes(self) -> None:
         for fd in (
