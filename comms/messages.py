@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -26,6 +26,7 @@ from comms.api import ConnectionResponse, TaskInstance, TIRunContext
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "UNREADABLE_ID",
     "Cancel",
     "ConnectionResult",
     "DataRequest",
@@ -68,6 +69,10 @@ PROTOCOL_VERSION = 1
 #: Any JSON value.
 JsonValue = Any
 
+#: The ``id`` of an :class:`ErrorResponse` about a line whose request id could not be read.
+#: Never a request's id: those are integers >= 0.
+UNREADABLE_ID = -1
+
 
 class _Message(
     msgspec.Struct, kw_only=True, tag_field="type", tag=True, forbid_unknown_fields=True
@@ -75,13 +80,17 @@ class _Message(
     """Base of every message: tagged by ``type`` = class name; unknown fields rejected."""
 
 
+# Ids are checked as a line is decoded: a request with a negative id is refused like any
+# other bad line, so -1 keeps its one meaning in responses (UNREADABLE_ID).
 class _Request(_Message, kw_only=True):
-    #: Chosen by the task; echoed in the one response to this request.
-    id: int
+    id: Annotated[
+        int,
+        msgspec.Meta(ge=0, description="Chosen by the task; echoed in the one response to it."),
+    ]
 
 
 class _Response(_Message, kw_only=True):
-    id: int
+    id: Annotated[int, msgspec.Meta(ge=0, description="The id of the request answered.")]
 
 
 # --- task -> supervisor: notifications -------------------------------------------------
@@ -311,7 +320,8 @@ class ErrorCode(enum.StrEnum):
     API_SERVER_ERROR = "API_SERVER_ERROR"
     #: The server could not be reached within the retry budget.
     API_UNREACHABLE = "API_UNREACHABLE"
-    #: The request broke the protocol (bad JSON, unknown type, bad fields, too long, ...).
+    #: The request broke the protocol (bad JSON, unknown type, bad fields, too long, nested
+    #: too deep, ...).
     PROTOCOL_ERROR = "PROTOCOL_ERROR"
     #: A second terminal message, or a request after the terminal one.
     INVALID_STATE = "INVALID_STATE"
@@ -319,8 +329,16 @@ class ErrorCode(enum.StrEnum):
 
 
 class ErrorResponse(_Response, kw_only=True):
-    """A request failed. ``id`` is -1 when the failed line's id could not be read."""
+    """A request failed. ``id`` is the failed request's; :data:`UNREADABLE_ID` (-1) is
+    reserved for a failed line whose id could not be read."""
 
+    id: Annotated[
+        int,
+        msgspec.Meta(
+            ge=UNREADABLE_ID,
+            description="The id of the failed request; -1: that of a line that was unreadable.",
+        ),
+    ]
     error: ErrorCode
     detail: dict[str, JsonValue] = msgspec.field(default_factory=dict)
 

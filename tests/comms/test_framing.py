@@ -207,6 +207,18 @@ def test_limit_below_one_byte_is_refused(limit):
         (b'{"type":"GetVariable","id":true,"key":"k"}', None, "invalid message"),
         (b"[1, 2, 3]", None, "invalid message"),
         (b'{"type":"Log","event":"e","id":9}', 9, "invalid message"),  # notification with id
+        # -1 answers a line whose id could not be read: it is never a request's id.
+        (b'{"type":"SucceedTask","id":-1}', None, "invalid message"),
+        (b'{"type":"GetVariable","id":-5,"key":"k"}', None, "invalid message"),
+        (b'{"type":"SucceedTask","id":-1,', None, "invalid message"),
+        (b'{"type":"SucceedTask","id":-1,"x":', None, "invalid message"),
+        (b'{"type":"SucceedTask", "id" : -1 ,"end_date":', None, "invalid message"),
+        # Not JSON before the id is reached: the id is read by a scan of the bytes.
+        (b'{"type":"SucceedTask",,"id":-1}', None, "not JSON"),
+        (b'{"type":"SucceedTask",,"id":2.5}', None, "not JSON"),
+        (b'{"type":"SucceedTask",,"id":2e3}', None, "not JSON"),
+        (b'{"type":"SucceedTask",,"id":1234567890123456789012}', None, "not JSON"),
+        (b'{"type":"SucceedTask",,"id": 12 }', 12, "not JSON"),
     ],
     ids=[
         "cut-json",
@@ -219,6 +231,16 @@ def test_limit_below_one_byte_is_refused(limit):
         "bool-id",
         "not-an-object",
         "notification-with-id",
+        "id-minus-1",
+        "negative-id",
+        "id-minus-1-then-cut",
+        "id-minus-1-then-not-json",
+        "id-minus-1-spaced",
+        "not-json-id-minus-1",
+        "not-json-float-id",
+        "not-json-exponent-id",
+        "not-json-id-too-long",
+        "not-json-id",
     ],
 )
 def test_invalid_line_becomes_bad_line_with_the_id_when_readable(line, expected_id, reason_part):
@@ -247,6 +269,29 @@ def test_an_id_nested_inside_a_value_is_never_taken_for_the_request_id(line):
     (bad,) = decode_all(line + b"\n", max_line=100)
     assert isinstance(bad, BadLine)
     assert bad.id in (9, None)
+
+
+def test_the_id_of_an_over_long_line_is_never_read_from_the_next_line():
+    bad, after = decode_all(b'{"type":"SucceedTask","id":\n5\n', max_line=10)
+    assert isinstance(bad, BadLine)
+    assert bad.id is None
+    assert isinstance(after, BadLine)
+
+
+def test_request_id_zero_is_a_request_id():
+    assert decode_all(b'{"type":"SucceedTask","id":0}\n') == [m.SucceedTask(id=0)]
+
+
+def test_the_task_side_takes_id_minus_1_only_in_an_error_response():
+    decoder = task_side_decoder()
+    error = m.ErrorResponse(id=m.UNREADABLE_ID, error=m.ErrorCode.PROTOCOL_ERROR)
+    decoder.feed(encode(error))
+    decoder.feed(b'{"type":"ErrorResponse","id":-2,"error":"PROTOCOL_ERROR"}\n')
+    decoder.feed(b'{"type":"OKResponse","id":-1}\n')
+    first, *refused = drain(decoder)
+    assert first == error
+    assert [type(event) for event in refused] == [BadLine, BadLine]
+    assert all(event.id is None for event in refused)
 
 
 def test_missing_field_reason_names_the_field():

@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import msgspec
+import pytest
 from comms_samples import ALL_TYPES, SUPERVISOR_TYPES, TASK_TYPES
 
 from comms.schema import protocol_schema
@@ -52,3 +55,43 @@ def test_schema_tags_messages_by_type_and_is_plain_json():
     assert "id" in schema["$defs"]["GetVariable"]["required"]
     assert "id" not in schema["$defs"]["Log"]["properties"]
     assert json.loads(json.dumps(schema)) == schema
+
+
+def _as_older_msgspec_writes_it(schema: Any) -> Any:
+    """``schema`` as msgspec <= 0.22 writes it: docstrings with their indentation, and the
+    alternatives of an ``anyOf`` in another order (up to 0.21: ``null`` first)."""
+    if isinstance(schema, list | tuple):  # schema_components returns (schemas, components)
+        return type(schema)(_as_older_msgspec_writes_it(item) for item in schema)
+    if not isinstance(schema, dict):
+        return schema
+    older = {}
+    for key, value in schema.items():
+        if key == "description" and isinstance(value, str):
+            first, *rest = value.split("\n")
+            older[key] = "\n".join([first, *("    " + line if line else line for line in rest)])
+        elif key == "anyOf":
+            older[key] = [_as_older_msgspec_writes_it(item) for item in reversed(value)]
+        else:
+            older[key] = _as_older_msgspec_writes_it(value)
+    return older
+
+
+def test_schema_is_the_same_whichever_admitted_msgspec_writes_it(monkeypatch: pytest.MonkeyPatch):
+    # A fresh install picks msgspec 0.23; Airflow 3.3's constraints pin 0.22.
+    current = protocol_schema()
+    real = msgspec.json.schema_components
+
+    def older(*args: Any, **kwargs: Any) -> Any:
+        return _as_older_msgspec_writes_it(real(*args, **kwargs))
+
+    types = sorted(ALL_TYPES, key=lambda cls: cls.__name__)
+    assert older(types) != real(types)  # the simulation does change something
+    monkeypatch.setattr(msgspec.json, "schema_components", older)
+    assert protocol_schema() == current
+
+
+def test_request_ids_are_at_least_0_and_only_an_error_response_may_carry_minus_1():
+    defs = protocol_schema()["$defs"]
+    assert defs["SucceedTask"]["properties"]["id"]["minimum"] == 0
+    assert defs["OKResponse"]["properties"]["id"]["minimum"] == 0
+    assert defs["ErrorResponse"]["properties"]["id"]["minimum"] == -1

@@ -22,6 +22,7 @@ from security_harness import (
 )
 
 from apiserver.testing import ReferenceServer
+from comms.framing import MAX_NESTING
 
 MAX_LINE = 4096
 
@@ -126,6 +127,59 @@ def test_abusive_lines_are_refused_and_change_nothing(
     # the second Hello; the replays (8, 9) are answered only.
     assert len(protocol_errors) == 12, errors
     assert "Protocol error from the task: a second Hello" in errors
+
+
+def test_deep_lines_and_negative_ids_are_refused_and_the_task_still_ends_the_try(
+    server: ReferenceServer, tmp_path: Path
+) -> None:
+    # 2 KB of nesting used to raise RecursionError in the supervisor's decoder, ending the
+    # try as a supervisor error; id -1 (reserved for "unreadable id") ended it as success.
+    server.admin.set_variable("deep_var", "value")
+    deep = "[" * 1000 + "]" * 1000
+    secret = "hunter2-deep-secret"
+    at_the_limit = "[" * (MAX_NESTING - 2) + json.dumps(secret) + "]" * (MAX_NESTING - 2)
+    script = [
+        step(line(type="MaskSecret", id=1, value=secret), 1),
+        step('{"type":"Log","event":"deep","fields":{"x":' + deep + "}}"),
+        step('{"type":"SetXCom","id":2,"key":"deep","value":' + deep + "}", 2),
+        step('{"type":"SucceedTask","id":' + deep + "}"),
+        step(line(type="SucceedTask", id=-1)),
+        step('{"type":"Log","event":"at the limit","fields":{"x":' + at_the_limit + "}}"),
+        step(line(type="GetVariable", id=3, key="deep_var"), 3),
+        step(line(type="SucceedTask", id=4), 4),
+    ]
+    out = tmp_path / "answers.jsonl"
+    ti_id, activity = server.create_task(
+        command=[sys.executable, RAW_TASK],
+        env={"RAW_SCRIPT": json.dumps(script), "RAW_OUT": str(out)},
+    )
+    result = supervise(activity)
+
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(text) for text in out.read_text().splitlines()[1:]]
+    assert [a["id"] for a in answers] == [1, 2, 3, 4]  # the unreadable ids get no answer
+    assert answers[0] == {"type": "OKResponse", "id": 1}
+    assert answers[1]["error"] == "PROTOCOL_ERROR"
+    assert answers[1]["detail"]["message"] == f"nested deeper than {MAX_NESTING} arrays and objects"
+    assert answers[2] == {"type": "VariableResult", "id": 3, "key": "deep_var", "value": "value"}
+    assert answers[3] == {"type": "OKResponse", "id": 4}
+    assert server.admin.get_task_instance(ti_id).state == "success"
+    assert server.admin.xcoms_of(ti_id) == {}
+
+    log_file = Path(server.workdir / "logs" / f"{ti_id}.log")
+    records = log_records(log_file)
+    refused = [r["event"] for r in records if r["event"].startswith("Protocol error from the task")]
+    assert len(refused) == 4, refused  # the deep Log, SetXCom and id, and id -1
+    assert sum("nested deeper than" in event for event in refused) == 3
+    assert "Expected `int` >= 0 - at `$.id`" in refused[3]
+    assert not [r for r in records if "supervisor error" in json.dumps(r)]
+    # Masking walks a value as deep as a line may nest.
+    (limit_record,) = [r for r in records if r["event"] == "at the limit"]
+    innermost = limit_record["x"]
+    for _ in range(MAX_NESTING - 2):
+        (innermost,) = innermost
+    assert innermost == "***"
+    assert secret not in log_file.read_text()
 
 
 def test_a_task_cannot_write_records_that_pass_for_the_supervisors(
