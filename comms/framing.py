@@ -35,8 +35,8 @@ __all__ = [
     "BadLine",
     "LineDecoder",
     "encode",
-    "task_decoder",
-    "task_side_decoder",
+    "from_supervisor_decoder",
+    "from_task_decoder",
 ]
 
 #: Default limit of one line, newline excluded: 64 MiB.
@@ -312,7 +312,7 @@ def _find_id(data: bytes | bytearray) -> int | None:
     return None
 
 
-def task_decoder(*, max_line: int = DEFAULT_MAX_LINE) -> LineDecoder[TaskMessage]:
+def from_task_decoder(*, max_line: int = DEFAULT_MAX_LINE) -> LineDecoder[TaskMessage]:
     """A decoder for what a task sends (the supervisor's side of the channel): only
     ``SetXCom`` lines may be longer than :data:`MAX_SHORT_LINE`, and no line may nest
     deeper than :data:`MAX_NESTING`."""
@@ -325,7 +325,7 @@ def task_decoder(*, max_line: int = DEFAULT_MAX_LINE) -> LineDecoder[TaskMessage
     )
 
 
-def task_side_decoder(*, max_line: int = DEFAULT_MAX_LINE) -> LineDecoder[ToTask]:
+def from_supervisor_decoder(*, max_line: int = DEFAULT_MAX_LINE) -> LineDecoder[ToTask]:
     """A decoder for what a supervisor sends (the task's side of the channel).
 
     No :data:`MAX_NESTING` here: the supervisor is trusted, and an XCom value it relays may

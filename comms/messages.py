@@ -282,22 +282,24 @@ class VariableResult(_Response, kw_only=True):
     value: str | None
 
 
-class ConnectionResult(_Response, kw_only=True):
-    """Answer to :class:`GetConnection`. ``extra`` is a JSON string, as in Airflow."""
+class ConnectionResult(
+    ConnectionResponse,
+    kw_only=True,
+    tag_field="type",
+    tag=True,
+    forbid_unknown_fields=True,
+    omit_defaults=False,
+):
+    """Answer to :class:`GetConnection`: the Execution API's connection (its fields are
+    declared once, by :class:`~comms.api.ConnectionResponse`) with the request's ``id``.
+    ``extra`` is a JSON string, as in Airflow."""
 
-    conn_id: str
-    conn_type: str
-    host: str | None = None
-    schema: str | None = None
-    login: str | None = None
-    password: str | None = None
-    port: int | None = None
-    extra: str | None = None
+    id: Annotated[int, msgspec.Meta(ge=0, description="The id of the request answered.")]
 
     @classmethod
     def of(cls, rid: int, connection: msgspec.Struct) -> ConnectionResult:
         """The answer to request ``rid`` carrying ``connection``'s fields (any struct with
-        exactly a connection's fields, e.g. the Execution API's or a pushed one)."""
+        exactly a connection's fields: the Execution API's, a pushed one, the SDK's)."""
         return cls(id=rid, **msgspec.structs.asdict(connection))
 
 

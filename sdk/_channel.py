@@ -23,7 +23,7 @@ import threading
 import msgspec
 
 from comms.errors import SupervisorProtocolError
-from comms.framing import DEFAULT_MAX_LINE, BadLine, encode, task_side_decoder
+from comms.framing import DEFAULT_MAX_LINE, BadLine, encode, from_supervisor_decoder
 from comms.messages import (
     PROTOCOL_VERSION,
     Cancel,
@@ -55,7 +55,7 @@ class Channel:
     def __init__(self, read_fd: int, write_fd: int, *, max_line: int = DEFAULT_MAX_LINE) -> None:
         self._read_fd = read_fd
         self._write_fd = write_fd
-        self._decoder = task_side_decoder(max_line=max_line)
+        self._decoder = from_supervisor_decoder(max_line=max_line)
         self._write_lock = threading.Lock()
         self._state = threading.Condition(threading.Lock())
         self._ids = itertools.count(1)

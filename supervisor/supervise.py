@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from comms.api import TIEnterRunningPayload, TIHeartbeatInfo, TIRunContext
-from comms.framing import BadLine, LineDecoder, task_decoder
+from comms.framing import BadLine, LineDecoder, from_task_decoder
 from comms.messages import (
     PROTOCOL_VERSION,
     Cancel,
@@ -137,7 +137,7 @@ class Supervision:
         self.relay = Relay(self.client, self.ti, activity.context, masker)
         self.inbox = Inbox()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay")
-        self.decoder: LineDecoder[TaskMessage] = task_decoder(max_line=config.max_line)
+        self.decoder: LineDecoder[TaskMessage] = from_task_decoder(max_line=config.max_line)
         self.stdout = StreamReassembler(log, "task.stdout", "info")
         self.stderr = StreamReassembler(log, "task.stderr", "error")
         self.selector = selectors.DefaultSelector()

@@ -17,8 +17,8 @@ from comms.framing import (
     BadLine,
     LineDecoder,
     encode,
-    task_decoder,
-    task_side_decoder,
+    from_supervisor_decoder,
+    from_task_decoder,
 )
 
 TASK_SAMPLES = [msg for cls, msg in SAMPLES.items() if cls in TASK_TYPES]
@@ -33,7 +33,7 @@ def drain(decoder: LineDecoder) -> list:
 
 
 def decode_all(data: bytes, *, max_line: int = DEFAULT_MAX_LINE, eof: bool = False) -> list:
-    decoder = task_decoder(max_line=max_line)
+    decoder = from_task_decoder(max_line=max_line)
     decoder.feed(data)
     if eof:
         decoder.feed(b"")
@@ -59,7 +59,7 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 )
 def test_any_chunking_yields_exactly_the_messages_of_the_unchunked_stream(picks, cuts):
     stream = b"".join(encode(TASK_SAMPLES[i]) for i in picks)
-    decoder = task_decoder()
+    decoder = from_task_decoder()
     events = []
     for piece in chunked(stream, cuts):
         decoder.feed(piece)
@@ -74,7 +74,7 @@ def test_any_chunking_yields_exactly_the_messages_of_the_unchunked_stream(picks,
 @given(data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 400), max_size=30))
 def test_arbitrary_bytes_decode_the_same_whatever_the_chunking(data, cuts):
     whole = decode_all(data, max_line=64, eof=True)
-    decoder = task_decoder(max_line=64)
+    decoder = from_task_decoder(max_line=64)
     events = []
     for piece in chunked(data, cuts):
         decoder.feed(piece)
@@ -87,7 +87,7 @@ def test_arbitrary_bytes_decode_the_same_whatever_the_chunking(data, cuts):
 
 def test_one_byte_at_a_time_decodes_every_message():
     stream = b"".join(encode(msg) for msg in TASK_SAMPLES)
-    decoder = task_decoder()
+    decoder = from_task_decoder()
     events = []
     for i in range(len(stream)):
         decoder.feed(stream[i : i + 1])
@@ -106,7 +106,7 @@ def test_crlf_line_endings_decode():
 
 
 def test_next_event_returns_none_until_the_newline_arrives():
-    decoder = task_decoder()
+    decoder = from_task_decoder()
     decoder.feed(b'{"type":"GetVariable","id":1,')
     assert decoder.next_event() is None
     decoder.feed(b'"key":"k"}\n')
@@ -130,7 +130,7 @@ def test_line_longer_than_limit_is_reported_once_and_decoder_resynchronises():
 
 
 def test_over_long_line_fed_in_small_chunks_is_reported_once_and_its_bytes_are_not_kept():
-    decoder = task_decoder(max_line=100)
+    decoder = from_task_decoder(max_line=100)
     events = []
     decoder.feed(b'{"type":"GetVariable","id":42,"key":"')
     events.extend(drain(decoder))
@@ -155,7 +155,7 @@ def test_over_long_line_fed_in_small_chunks_is_reported_once_and_its_bytes_are_n
 def test_over_long_request_is_reported_with_its_id_whatever_the_chunking(rid, size, cuts):
     long_line = encode(m.PutVariable(id=rid, key="k", value="v" * size))
     stream = long_line + encode(m.GetVariable(id=1, key="after"))
-    decoder = task_decoder(max_line=64)
+    decoder = from_task_decoder(max_line=64)
     events = []
     for piece in chunked(stream, cuts):
         decoder.feed(piece)
@@ -182,7 +182,7 @@ def test_line_of_exactly_the_limit_is_accepted():
 
 def test_default_limit_is_64_mib():
     assert DEFAULT_MAX_LINE == 64 * 1024 * 1024
-    assert task_decoder().max_line == DEFAULT_MAX_LINE
+    assert from_task_decoder().max_line == DEFAULT_MAX_LINE
 
 
 @pytest.mark.parametrize("limit", [0, -1])
@@ -283,7 +283,7 @@ def test_request_id_zero_is_a_request_id():
 
 
 def test_the_task_side_takes_id_minus_1_only_in_an_error_response():
-    decoder = task_side_decoder()
+    decoder = from_supervisor_decoder()
     error = m.ErrorResponse(id=m.UNREADABLE_ID, error=m.ErrorCode.PROTOCOL_ERROR)
     decoder.feed(encode(error))
     decoder.feed(b'{"type":"ErrorResponse","id":-2,"error":"PROTOCOL_ERROR"}\n')
@@ -362,13 +362,13 @@ def test_every_task_message_round_trips(msg):
 
 @pytest.mark.parametrize("msg", SUPERVISOR_SAMPLES, ids=lambda msg: type(msg).__name__)
 def test_every_supervisor_message_round_trips(msg):
-    decoder = task_side_decoder()
+    decoder = from_supervisor_decoder()
     decoder.feed(encode(msg))
     assert drain(decoder) == [msg]
 
 
 def test_a_task_message_is_not_accepted_by_the_task_side_decoder():
-    decoder = task_side_decoder()
+    decoder = from_supervisor_decoder()
     decoder.feed(encode(m.GetVariable(id=1, key="k")))
     (event,) = drain(decoder)
     assert isinstance(event, BadLine)
@@ -376,7 +376,7 @@ def test_a_task_message_is_not_accepted_by_the_task_side_decoder():
 
 
 def test_bad_line_is_a_value_not_an_exception():
-    decoder = task_decoder()
+    decoder = from_task_decoder()
     decoder.feed(b"\xff\xfe garbage\n")
     event = decoder.next_event()
     assert isinstance(event, BadLine)
@@ -412,6 +412,6 @@ def test_a_set_xcom_up_to_the_line_limit_is_decoded_with_its_value_still_encoded
 
 def test_the_task_side_decoder_takes_long_lines_of_any_type():
     result = m.XComResult(id=1, key="k", value=msgspec.Raw(b'"' + b"x" * MAX_SHORT_LINE + b'"'))
-    decoder = task_side_decoder()
+    decoder = from_supervisor_decoder()
     decoder.feed(encode(result))
     assert decoder.next_event() == result

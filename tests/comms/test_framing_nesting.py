@@ -22,8 +22,8 @@ from comms.framing import (
     BadLine,
     LineDecoder,
     encode,
-    task_decoder,
-    task_side_decoder,
+    from_supervisor_decoder,
+    from_task_decoder,
 )
 
 TASK_SAMPLES = [msg for cls, msg in SAMPLES.items() if cls in TASK_TYPES]
@@ -94,7 +94,7 @@ TASK_DEEP_LINES = {
 def test_a_line_nested_1000_deep_is_one_bad_line_with_its_id_and_the_next_line_decodes(
     line, expected_id
 ):
-    bad, after = decode_lines(task_decoder(), line, encode(AFTER).rstrip(b"\n"))
+    bad, after = decode_lines(from_task_decoder(), line, encode(AFTER).rstrip(b"\n"))
     assert isinstance(bad, BadLine)
     assert bad.id == expected_id
     assert bad.size == len(line)
@@ -102,7 +102,7 @@ def test_a_line_nested_1000_deep_is_one_bad_line_with_its_id_and_the_next_line_d
 
 
 def test_a_deep_line_is_refused_for_its_nesting_before_anything_else():
-    (bad,) = decode_lines(task_decoder(), TASK_DEEP_LINES["SetXCom.value"][0])
+    (bad,) = decode_lines(from_task_decoder(), TASK_DEEP_LINES["SetXCom.value"][0])
     assert bad.reason == f"nested deeper than {MAX_NESTING} arrays and objects"
 
 
@@ -126,7 +126,7 @@ def test_the_task_side_turns_a_line_too_deep_for_msgspec_into_a_bad_line(line, e
     # The supervisor is trusted, so no MAX_NESTING on this side, but a line msgspec cannot
     # decode must still be a bad line (answering its request), never an exception.
     ok = m.OKResponse(id=6)
-    events = decode_lines(task_side_decoder(), line, encode(ok).rstrip(b"\n"))
+    events = decode_lines(from_supervisor_decoder(), line, encode(ok).rstrip(b"\n"))
     assert [type(e) for e in events] in ([BadLine, m.OKResponse], [m.XComResult, m.OKResponse])
     if isinstance(events[0], BadLine):
         assert events[0].id == expected_id
@@ -136,7 +136,7 @@ def test_the_task_side_turns_a_line_too_deep_for_msgspec_into_a_bad_line(line, e
 def test_the_task_side_takes_an_xcom_value_as_deep_as_the_server_stored_it():
     value = lists(MAX_NESTING * 2, b"1")
     line = b'{"type":"XComResult","id":3,"key":"k","value":' + value + b"}"
-    (result,) = decode_lines(task_side_decoder(), line)
+    (result,) = decode_lines(from_supervisor_decoder(), line)
     assert result == m.XComResult(id=3, key="k", value=msgspec.Raw(value))
 
 
@@ -162,7 +162,7 @@ def test_a_line_nested_max_nesting_deep_decodes_and_one_level_more_is_refused(
 ):
     deepest = make(nest(MAX_NESTING - own_levels))
     too_deep = make(nest(MAX_NESTING - own_levels + 1))
-    ok, bad = decode_lines(task_decoder(), deepest, too_deep)
+    ok, bad = decode_lines(from_task_decoder(), deepest, too_deep)
     assert not isinstance(ok, BadLine), ok
     assert isinstance(bad, BadLine)
     assert "nested deeper than" in bad.reason
@@ -184,14 +184,14 @@ def test_max_nesting_is_64():
 )
 def test_brackets_within_strings_do_not_count_as_nesting(event):
     msg = m.Log(event=event, fields={event: [event, {event: event}]})
-    assert decode_lines(task_decoder(), encode(msg).rstrip(b"\n")) == [msg]
+    assert decode_lines(from_task_decoder(), encode(msg).rstrip(b"\n")) == [msg]
 
 
 def test_brackets_within_strings_cannot_hide_nesting():
     # Each string's "]]]..." would close the levels before it if strings were not skipped.
     hidden = b'"' + b"]" * 60 + b'",'
     value = (b"[" * 60 + hidden) * 3 + b"0" + b"]" * 180
-    (bad,) = decode_lines(task_decoder(), set_xcom_line(value))
+    (bad,) = decode_lines(from_task_decoder(), set_xcom_line(value))
     assert isinstance(bad, BadLine)
     assert "nested deeper than" in bad.reason
 
@@ -268,7 +268,7 @@ def hostile_lines(draw: st.DrawFn) -> tuple[bytes, object]:
 def test_any_stream_of_hostile_lines_yields_one_event_per_line_whatever_the_chunking(lines, cuts):
     stream = b"".join(line + b"\n" for line, _ in lines)
     points = sorted({c % (len(stream) + 1) for c in cuts})
-    decoder = task_decoder(max_line=MAX_LINE)
+    decoder = from_task_decoder(max_line=MAX_LINE)
     events: list[Any] = []
     start = 0
     for point in [*points, len(stream)]:

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from comms.api import DagRun, TaskInstance, TIRunContext
-from comms.framing import BadLine, encode, task_decoder
+from comms.framing import BadLine, encode, from_task_decoder
 from comms.messages import (
     PROTOCOL_VERSION,
     DeferTask,
@@ -80,7 +80,7 @@ class Peer:
     def __init__(self) -> None:
         self.task_reads, self.to_task = os.pipe()
         self.from_task, self.task_writes = os.pipe()
-        self._decoder = task_decoder()
+        self._decoder = from_task_decoder()
 
     def send(self, message: msgspec.Struct) -> None:
         self.send_raw(encode(message))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import selectors
 
-from comms.framing import task_side_decoder
+from comms.framing import from_supervisor_decoder
 from comms.messages import OKResponse
 from supervisor.outbox import Outbox
 
@@ -26,7 +26,7 @@ def test_what_the_pipe_cannot_take_waits_and_is_written_when_the_selector_says_s
         outbox.send(OKResponse(id=i))
 
     assert write_fd in selector.get_map()  # the pipe filled: the loop is asked to wait for it
-    decoder = task_side_decoder()
+    decoder = from_supervisor_decoder()
     received = []
     while len(received) < count:
         for key, _ in selector.select(timeout=0):

@@ -1,4 +1,6 @@
-"""``supervise`` refuses an invalid activity before anything starts (docs/design.md, "Activity file").
+"""``supervise`` refuses an invalid activity before anything starts.
+
+The rules are docs/design.md's "Activity file".
 
 Each case runs the real ``supervise`` and checks the whole promise: exit 2, one stderr line
 naming the field, no task log (neither the one asked for nor the default under ``./logs/``),
