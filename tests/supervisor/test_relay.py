@@ -29,7 +29,7 @@ from comms.messages import (
     XComResult,
 )
 from supervisor.client import ExecutionApiClient, RetryPolicy
-from supervisor.http import ConnectError, Request
+from supervisor.http import CertificateError, ConnectError, Request, TLSMismatchError
 from supervisor.masking import MASK, Masker
 from supervisor.relay import Relay
 
@@ -331,3 +331,26 @@ def test_unreadable_server_answer_becomes_api_server_error_not_an_exception():
     assert isinstance(answer, ErrorResponse)
     assert answer.error is ErrorCode.API_SERVER_ERROR
     assert "unreadable" in answer.detail["message"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [CertificateError("certificate verify failed"), TLSMismatchError("only one side speaks TLS")],
+    ids=["certificate", "mismatch"],
+)
+def test_tls_failure_becomes_api_unreachable_with_its_reason_and_attempts(failure):
+    # As before TLSError had its own class: supervise logs API_UNREACHABLE answers (giving up).
+    def handler(request: Request) -> Response:
+        raise failure
+
+    client = ExecutionApiClient(
+        "https://api.test/execution/",
+        "tok",
+        retry=RetryPolicy(budget=60.0),
+        transport=MockTransport(handler),
+    )
+    answer = Relay(client, TI, None, Masker()).answer_remote(GetVariable(id=7, key="k"))
+    assert isinstance(answer, ErrorResponse)
+    assert (answer.id, answer.error) == (7, ErrorCode.API_UNREACHABLE)
+    assert f"not retried: {type(failure).__name__}: {failure}" in answer.detail["message"]
+    assert answer.detail["attempts"] == 1
