@@ -22,6 +22,7 @@ from apiserver.activity import activity_document, writing_activity_file
 from apiserver.auth import Scope, mint_token
 from apiserver.blobs import BlobStore
 from apiserver.db import connect, immediate, now_iso
+from apiserver.rows import record
 
 __all__ = ["Admin", "TaskInstanceRecord"]
 
@@ -56,10 +57,6 @@ class TaskInstanceRecord:
 
 def _new_run_id() -> str:
     return f"manual__{uuid.uuid4().hex}"
-
-
-def _date(value: str | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromisoformat(value)
 
 
 class Admin:
@@ -187,28 +184,7 @@ class Admin:
         )
         if row is None:
             raise KeyError(f"no task instance {ti_id}")
-        return TaskInstanceRecord(
-            id=row["id"],
-            dag_id=row["dag_id"],
-            task_id=row["task_id"],
-            run_id=row["run_id"],
-            map_index=row["map_index"],
-            try_number=row["try_number"],
-            max_tries=row["max_tries"],
-            state=row["state"],
-            hostname=row["hostname"],
-            unixname=row["unixname"],
-            pid=row["pid"],
-            start_date=_date(row["start_date"]),
-            end_date=_date(row["end_date"]),
-            last_heartbeat_at=_date(row["last_heartbeat_at"]),
-            heartbeat_count=row["heartbeat_count"],
-            state_payload=None
-            if row["state_payload"] is None
-            else json.loads(row["state_payload"]),
-            team_name=row["team_name"],
-            cleared=bool(row["archived"]),
-        )
+        return record(row, TaskInstanceRecord, cleared=bool(row["archived"]))
 
     def set_state(self, ti_id: str, state: str | None) -> None:
         """Force a task instance's state, as "mark failed/success" in the UI does.
@@ -226,27 +202,19 @@ class Admin:
         The archived try's next heartbeat gets 410. Returns the new task instance's id (state
         None, or queued with ``requeue``), with ``try_number`` one higher.
         """
+        new_id = str(uuid.uuid4())
         with self._lock, immediate(self._db) as db:
-            row = db.execute(
-                "SELECT * FROM task_instances WHERE id = ? AND archived = 0", (ti_id,)
-            ).fetchone()
-            if row is None:
+            # Archived first: a dag run holds one live try of a task (the task_instances_live
+            # index), and the next try is copied from the archived one by SQL.
+            if not db.execute(
+                "UPDATE task_instances SET archived = 1 WHERE id = ? AND archived = 0", (ti_id,)
+            ).rowcount:
                 raise KeyError(f"no live task instance {ti_id}")
-            db.execute("UPDATE task_instances SET archived = 1 WHERE id = ?", (ti_id,))
-            new_id = str(uuid.uuid4())
             db.execute(
                 "INSERT INTO task_instances (id, dag_id, task_id, run_id, map_index,"
-                " try_number, max_tries, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    new_id,
-                    row["dag_id"],
-                    row["task_id"],
-                    row["run_id"],
-                    row["map_index"],
-                    row["try_number"] + 1,
-                    row["max_tries"],
-                    "queued" if requeue else None,
-                ),
+                " try_number, max_tries, state) SELECT ?, dag_id, task_id, run_id, map_index,"
+                " try_number + 1, max_tries, ? FROM task_instances WHERE id = ?",
+                (new_id, "queued" if requeue else None, ti_id),
             )
         return new_id
 

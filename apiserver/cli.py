@@ -23,52 +23,46 @@ import os
 import socket
 import sys
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from apiserver.auth import MIN_SECRET_BYTES, check_secret
+from apiserver.listening import listen
 
-__all__ = ["listen", "main"]
+__all__ = ["build_parser", "main"]
 
 SECRET_ENV = "TASKVISOR_JWT_SECRET"  # noqa: S105 (the name of the variable, not a secret)
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
-    return port
+_N = TypeVar("_N", int, float)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
+def _number(kind: type[_N], accepted: Callable[[_N], bool], expected: str) -> Callable[[str], _N]:
+    """An argparse ``type`` reading a ``kind`` that ``accepted`` allows, refusing anything else
+    with "expected <expected>, got '<text>'" (argparse prefixes the flag)."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            pass
+        else:
+            if accepted(value):
+                return value
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+
+    return parse
 
 
-def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_port = _number(int, lambda port: 0 <= port <= 65535, "a port number 0-65535")
+_count = _number(int, lambda count: count >= 0, "an integer >= 0")
+_seconds = _number(
+    float, lambda value: math.isfinite(value) and value >= 0, "a number of seconds >= 0"
+)
+_positive_seconds = _number(
+    float, lambda value: math.isfinite(value) and value > 0, "a number of seconds > 0"
+)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -210,30 +204,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARG",
         help="instead of --entrypoint: the command to run (must be the last option)",
     )
-    activity.add_argument(
-        "--var",
-        type=_key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set a (global) variable in the database; repeatable",
+    repeated = (
+        ("--var", _key_value, "KEY=VALUE", "set a (global) variable in the database"),
+        (
+            "--conn",
+            _connection,
+            "CONN_ID=URI",
+            "set a (global) connection, e.g. my_db=postgres://user:pass@host:5432/db",
+        ),
+        ("--env", _key_value, "KEY=VALUE", "extra environment for the task"),
     )
-    activity.add_argument(
-        "--conn",
-        type=_connection,
-        action="append",
-        default=[],
-        metavar="CONN_ID=URI",
-        help="set a (global) connection, e.g. my_db=postgres://user:pass@host:5432/db; repeatable",
-    )
-    activity.add_argument(
-        "--env",
-        type=_key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for the task; repeatable",
-    )
+    for flag, parse, metavar, help_text in repeated:
+        activity.add_argument(
+            flag,
+            type=parse,
+            action="append",
+            default=[],
+            metavar=metavar,
+            help=f"{help_text}; repeatable",
+        )
     activity.add_argument("--dag-id", default="taskvisor", help="default: taskvisor")
     activity.add_argument("--task-id", default="task", help="default: task")
     activity.add_argument("--run-id", help="dag run id (default: a new run)")
@@ -288,25 +277,6 @@ def _check_tls_pair(args: argparse.Namespace) -> None:
         args.parser.error("argument --ssl-certfile: needs --ssl-keyfile (the certificate's key)")
     if args.ssl_keyfile is not None and args.ssl_certfile is None:
         args.parser.error("argument --ssl-keyfile: needs --ssl-certfile (the key's certificate)")
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: a free one), for uvicorn.
-
-    Created with ``IPPROTO_TCP`` spelled out: asyncio turns on ``TCP_NODELAY`` only for
-    accepted sockets whose protocol says TCP, and ``socket.create_server`` leaves it 0. Without
-    it, a response written as headers then body waits for the client's delayed ACK (~40 ms).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(1024)
-    except BaseException:
-        listener.close()
-        raise
-    return listener
 
 
 def _serve(args: argparse.Namespace) -> int:

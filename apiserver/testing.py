@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from apiserver.admin import Admin
 from apiserver.auth import Scope, mint_token
-from apiserver.cli import listen
+from apiserver.listening import listen
 
 __all__ = ["ReferenceServer", "ServerStartError"]
 
@@ -179,8 +179,8 @@ class ReferenceServer:
         self._wait_healthy()
 
     def _listen(self) -> socket.socket:
-        # SO_REUSEADDR: rebinding the previous port right after stop() must not fail on
-        # TIME_WAIT.
+        # listen() sets SO_REUSEADDR: rebinding the previous port right after stop() must not
+        # fail on TIME_WAIT.
         listener = listen(_HOST, self.port)
         listener.set_inheritable(True)
         return listener

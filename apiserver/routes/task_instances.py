@@ -21,6 +21,7 @@ from apiserver.auth import TokenClaims
 from apiserver.db import immediate, now_iso
 from apiserver.inputs import decode_body, json_body
 from apiserver.responses import ApiError, json_response, not_found, validation_error_from_msgspec
+from apiserver.rows import record
 from apiserver.security import REFRESHED_TOKEN_HEADER, ServerContext, authenticated
 from comms.api import (
     DagRun,
@@ -41,28 +42,6 @@ _RUNNABLE = ("queued", "restarting")
 
 def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat()
-
-
-def _parse_date(value: str | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromisoformat(value)
-
-
-def _dag_run(row: sqlite3.Row) -> DagRun:
-    return DagRun(
-        dag_id=row["dag_id"],
-        run_id=row["run_id"],
-        logical_date=_parse_date(row["logical_date"]),
-        data_interval_start=_parse_date(row["data_interval_start"]),
-        data_interval_end=_parse_date(row["data_interval_end"]),
-        run_after=_parse_date(row["run_after"]),
-        start_date=_parse_date(row["start_date"]),
-        end_date=_parse_date(row["end_date"]),
-        clear_number=row["clear_number"],
-        run_type=row["run_type"],
-        state=row["state"],
-        conf=None if row["conf"] is None else json.loads(row["conf"]),
-        team_name=row["team_name"],
-    )
 
 
 def _state_of(payload: TIStateUpdate) -> str:
@@ -212,13 +191,12 @@ def _enter_running(
             params += (ti["map_index"],)
         keys = [row[0] for row in db.execute(query + " ORDER BY key", params)]
     max_tries = ti["max_tries"]
-    return TIRunContext(
-        dag_run=_dag_run(dag_run),
-        max_tries=max_tries,
+    return record(
+        ti,  # max_tries, next_method, next_kwargs
+        TIRunContext,
+        dag_run=record(dag_run, DagRun),
         should_retry=previous == "restarting" or (max_tries != 0 and ti["try_number"] <= max_tries),
         xcom_keys_to_clear=keys,
-        next_method=ti["next_method"],
-        next_kwargs=None if ti["next_kwargs"] is None else json.loads(ti["next_kwargs"]),
     )
 
 

@@ -53,6 +53,14 @@ def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
             "argument --token-lifetime: expected a number of seconds > 0, got '0'",
         ),
         (
+            ["serve", "--db", "x.db", "--secret", SECRET, "--token-lifetime", "-1"],
+            "argument --token-lifetime: expected a number of seconds > 0, got '-1'",
+        ),
+        (
+            ["serve", "--db", "x.db", "--secret", SECRET, "--leeway", "nan"],
+            "argument --leeway: expected a number of seconds >= 0, got 'nan'",
+        ),
+        (
             ["serve", "--db", "x.db", "--secret", SECRET, "--leeway", "soon"],
             "argument --leeway: expected a number of seconds >= 0, got 'soon'",
         ),
@@ -241,7 +249,7 @@ def test_the_listening_socket_makes_asyncio_turn_off_nagle_on_each_connection() 
     import asyncio
     import socket
 
-    from apiserver.cli import listen
+    from apiserver.listening import listen
 
     async def nodelay_of_an_accepted_connection() -> int:
         accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
