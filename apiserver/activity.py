@@ -1,4 +1,4 @@
-"""Activity files: what an executor hands ``supervise`` for one task try (DESIGN.md).
+"""Activity files: what an executor hands ``supervise`` for one task try (docs/design.md).
 
 Only the documented fields are ever written, and a document is checked with the validator
 ``supervise`` itself runs (:func:`comms.activity.parse_activity`) before the file is written
@@ -33,7 +33,7 @@ def activity_document(
     env: Mapping[str, str] | None = None,
     run_as: str | None = None,
 ) -> dict[str, Any]:
-    """An activity (``supervise`` input) with only the fields DESIGN.md defines.
+    """An activity (``supervise`` input) with only the fields docs/design.md defines.
 
     Exactly one of ``entrypoint`` and ``command`` must be given; optional fields left as None
     are omitted (the supervisor rejects unknown fields, so nothing else is ever written).
