@@ -147,6 +147,7 @@ class Masker:
             new = self._new_secrets(value)
             sizes = [len(s.encode()) for s in new]
             longest = max(sizes, default=0)
+            total = sum(sizes)
             if longest > MAX_TASK_SECRET_BYTES:
                 return (
                     f"a secret may be at most {MAX_TASK_SECRET_BYTES} bytes "
@@ -157,14 +158,14 @@ class Masker:
                     f"a task may register at most {MAX_TASK_SECRETS} secrets per try "
                     f"(MAX_TASK_SECRETS); it has {self._task_secrets} and this adds {len(new)}"
                 )
-            if self._task_bytes + sum(sizes) > MAX_TASK_SECRETS_BYTES:
+            if self._task_bytes + total > MAX_TASK_SECRETS_BYTES:
                 return (
                     f"a task may register at most {MAX_TASK_SECRETS_BYTES} bytes of secrets per "
                     f"try (MAX_TASK_SECRETS_BYTES); it has {self._task_bytes} and this adds "
-                    f"{sum(sizes)}"
+                    f"{total}"
                 )
             self._task_secrets += len(new)
-            self._task_bytes += sum(sizes)
+            self._task_bytes += total
             self._register(new)
         return None
 

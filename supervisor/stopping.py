@@ -81,8 +81,11 @@ class Stopper:
         self._cancel(reason)
         self._terminate_tree()
 
-    def kill_now(self) -> None:
-        """SIGKILL the whole tree at once and wait for it (a second signal, a supervisor bug)."""
+    def kill_now(self, reason: StopReason | None = None) -> None:
+        """SIGKILL the whole tree at once and wait for it (a second signal, a supervisor bug);
+        ``reason``, if given, replaces the one recorded."""
+        if reason is not None:
+            self.reason = reason
         alive = self.process.kill_tree_and_reap(time.monotonic() + _KILL_WAIT)
         if alive:
             self.log.supervisor("error", "Processes of the task survived SIGKILL", pids=alive)

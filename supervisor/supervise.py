@@ -176,8 +176,7 @@ class Supervision:
                     error=repr(exc),
                     traceback=format_exc(),
                 )
-                self.stopper.reason = StopReason.SUPERVISOR_ERROR
-                self.stopper.kill_now()
+                self.stopper.kill_now(StopReason.SUPERVISOR_ERROR)
             return self._finish()
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)

@@ -48,7 +48,7 @@ class TaskLog:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._file = os.fdopen(fd, "ab", buffering=256 * 1024)
         self._encoder = msgspec.json.Encoder()
-        self._echo = echo  # None once a write to it failed: see _echo_line
+        self._echo = echo  # None once a write to it failed
         self._lock = threading.Lock()  # API retries are logged from worker threads
 
     def lines(self, logger: str, level: str, lines: list[str]) -> None:
@@ -93,17 +93,15 @@ class TaskLog:
         executor's stderr."""
         self.record("supervisor", level, event, fields)
         self.flush()
-        if self._echo is not None:
-            extra = " ".join(f"{k}={self.masker.mask_value(v)!r}" for k, v in fields.items())
-            self._echo_line(f"supervise: {level}: {self.masker.mask(event)} {extra}".rstrip())
-
-    def _echo_line(self, line: str) -> None:
+        echo = self._echo
+        if echo is None:
+            return
+        extra = " ".join(f"{k}={self.masker.mask_value(v)!r}" for k, v in fields.items())
         # The executor's stderr is a convenience copy: a closed pipe (`| head -1`), a full
         # disk or a closed fd must never change the try, whose record is the file.
         try:
-            assert self._echo is not None
-            self._echo.write(line + "\n")
-            self._echo.flush()
+            echo.write(f"supervise: {level}: {self.masker.mask(event)} {extra}".rstrip() + "\n")
+            echo.flush()
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed
             self._echo = None
             self.record(
