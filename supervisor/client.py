@@ -183,7 +183,7 @@ class ExecutionApiClient:
         headers = {"Airflow-API-Version": API_VERSION, "User-Agent": USER_AGENT}
         if content is not None:
             headers["Content-Type"] = "application/json"
-        url = self._base + path + (f"?{urlencode(params)}" if params else "")
+        url = self._base + path + (f"?{urlencode(params, doseq=True)}" if params else "")
         deadline = time.monotonic() + (self.retry.budget if budget is None else budget)
         attempt = 0
         while True:
