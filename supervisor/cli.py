@@ -15,7 +15,7 @@ import sys
 from typing import NoReturn
 
 from supervisor.config import Setting, parse_setting, settings
-from supervisor.spawn import fork_zygote
+from supervisor.spawn import fork_zygote, is_control_plane_secret
 
 __all__ = ["main"]
 
@@ -105,11 +105,13 @@ def _say(line: str) -> None:
 
 
 def _shed_signing_secrets() -> None:
-    """Start again without environment variables named ``*JWT*`` (an executor's copy of the
-    server's signing secret, say): a forked Python task inherits this process's memory and
-    its kernel copy of the environment, so filtering the task's ``os.environ`` is not enough.
+    """Start again without the control plane's secrets in the environment (an executor's copy
+    of the server's JWT signing secret, the database URL, the fernet key:
+    :func:`supervisor.spawn.is_control_plane_secret`): a forked Python task inherits this
+    process's memory and its kernel copy of the environment, so filtering the task's
+    ``os.environ`` is not enough.
     """
-    names = [name for name in os.environ if "JWT" in name.upper()]
+    names = [name for name in os.environ if is_control_plane_secret(name)]
     if names and sys.executable:
         env = {k: v for k, v in os.environ.items() if k not in names}
         os.execve(sys.executable, sys.orig_argv, env)  # noqa: S606 - same program, same argv
@@ -139,11 +141,11 @@ def _supervise(args: argparse.Namespace, zygote: object) -> int:
         config = SupervisorConfig.from_env().with_overrides(
             **{setting.name: getattr(args, setting.name) for setting in settings()}
         )
-        from supervisor.supervise import supervise
+        from supervisor.line_channel import supervise_activity
 
         gc.freeze()
         gc.enable()
-        return supervise(activity, zygote, config, run_as=run_as)
+        return supervise_activity(activity, zygote, config, run_as=run_as)
     except (ActivityError, ValueError) as exc:
         zygote.abandon()
         _wait_quietly(zygote.pid)

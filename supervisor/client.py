@@ -109,15 +109,26 @@ class ExecutionApiClient:
         self, ti_id: uuid.UUID, payload: TIEnterRunningPayload, *, budget: float | None = None
     ) -> TIRunContext:
         """``PATCH /task-instances/{id}/run``: move the TI to running, get its run context."""
+        return self.run_with_document(ti_id, payload, budget=budget)[0]
+
+    def run_with_document(
+        self, ti_id: uuid.UUID, payload: TIEnterRunningPayload, *, budget: float | None = None
+    ) -> tuple[TIRunContext, dict[str, Any]]:
+        """:meth:`run`, also returning the run context whole, as the server sent it."""
         resp = self.request("PATCH", f"task-instances/{ti_id}/run", body=payload, budget=budget)
-        return msgspec.json.decode(resp.content, type=TIRunContext)
+        context = msgspec.json.decode(resp.content, type=TIRunContext)
+        return context, msgspec.json.decode(resp.content, type=dict[str, Any])
 
     def heartbeat(self, ti_id: uuid.UUID, info: TIHeartbeatInfo) -> None:
         """``PUT .../heartbeat``, one attempt: the heartbeat loop counts failures itself."""
         self.request("PUT", f"task-instances/{ti_id}/heartbeat", body=info, retry=False)
 
     def update_state(
-        self, ti_id: uuid.UUID, payload: TIStateUpdate, *, budget: float | None = None
+        self,
+        ti_id: uuid.UUID,
+        payload: TIStateUpdate | dict[str, Any],
+        *,
+        budget: float | None = None,
     ) -> None:
         """``PATCH .../state``: report a terminal (or deferred/rescheduled) state."""
         self.request("PATCH", f"task-instances/{ti_id}/state", body=payload, budget=budget)
@@ -171,7 +182,7 @@ class ExecutionApiClient:
         method: str,
         path: str,
         *,
-        body: msgspec.Struct | None = None,
+        body: msgspec.Struct | dict[str, Any] | None = None,
         content: bytes | None = None,
         params: dict[str, Any] | None = None,
         retry: bool = True,

@@ -1,8 +1,9 @@
 """How a task try ended, decided once, from facts, failing closed.
 
-Pure functions of what the supervisor saw: the terminal message (if any), the process's exit
-status, why the supervisor stopped the task (if it did) and the run context's
-``should_retry``; and the ``PATCH .../state`` bodies that report the result. No I/O here.
+Pure functions of what the supervisor saw: the task's own word on how it ended (a
+:class:`Terminal`, whichever child protocol carried it), the process's exit status, why the
+supervisor stopped the task (if it did) and the run context's ``should_retry``; and the
+``PATCH .../state`` bodies that report the result. No I/O here.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import signal
+from typing import Any
 
 import msgspec
 
@@ -35,9 +37,10 @@ __all__ = [
     "ExitCode",
     "Outcome",
     "StopReason",
+    "Terminal",
     "decide",
-    "reported_at_once",
     "state_update",
+    "terminal_of",
 ]
 
 
@@ -72,21 +75,64 @@ class Outcome(msgspec.Struct, frozen=True):
     exit_code: ExitCode
 
 
-_OK_STATES = {"success", "skipped", "deferred", "up_for_reschedule"}
+_OK_STATES = {"success", "skipped", "deferred", "up_for_reschedule", "awaiting_input"}
+#: States the task reports that wait for its exit: a crash while exiting turns them into a failure.
+_AFTER_EXIT_STATES = {"failed", "skipped", "removed"}
 
 
-def reported_at_once(terminal: TerminalRequest) -> bool:
-    """Whether this state is reported as soon as the task sends it (not after exit).
+class Terminal(msgspec.Struct, frozen=True, kw_only=True):
+    """The task's own word on how its try ended, whichever protocol carried it.
 
-    Success, retry, deferral and rescheduling are final the moment the task says so (work
-    done after that is not the task's result); failed and skipped wait for the process exit,
-    because a crash while exiting must turn them into a failure.
+    ``update`` is the ``PATCH .../state`` body that reports ``state`` as the task asked (its
+    end date, trigger, reschedule date, outlets...): a typed payload for our protocol, the
+    runner's own body for Airflow's.
     """
-    return not isinstance(terminal, TaskState)
+
+    state: str
+    update: TIStateUpdate | dict[str, Any]
+    reason: str | None = None
+
+    @property
+    def at_once(self) -> bool:
+        """Whether the state is reported as soon as the task sends it (not after exit).
+
+        Success, retry, deferral and rescheduling are final the moment the task says so (work
+        done after that is not the task's result); failed and skipped wait for the process
+        exit, because a crash while exiting must turn them into a failure.
+        """
+        return self.state not in _AFTER_EXIT_STATES
+
+
+def terminal_of(msg: TerminalRequest, received: dt.datetime) -> Terminal:
+    """The :class:`Terminal` a message of our protocol reports, received at ``received``."""
+    state = state_of(msg)
+    end = getattr(msg, "end_date", None) or received
+    update: TIStateUpdate
+    if isinstance(msg, DeferTask):
+        timeout = (
+            dt.timedelta(seconds=msg.trigger_timeout) if msg.trigger_timeout is not None else None
+        )
+        update = TIDeferredStatePayload(
+            classpath=msg.classpath,
+            trigger_kwargs=msg.trigger_kwargs,
+            trigger_timeout=timeout,
+            next_method=msg.next_method,
+            next_kwargs=msg.next_kwargs,
+        )
+    elif isinstance(msg, RescheduleTask):
+        update = TIRescheduleStatePayload(reschedule_date=msg.reschedule_date, end_date=end)
+    elif isinstance(msg, TaskState):
+        update = TITerminalStatePayload(state=msg.state, end_date=end)
+    elif isinstance(msg, RetryTask):
+        update = TIRetryStatePayload(end_date=end)
+    else:
+        update = TISuccessStatePayload(end_date=end)
+    reason = msg.reason if isinstance(msg, RetryTask | TaskState) else None
+    return Terminal(state=state, update=update, reason=reason)
 
 
 def decide(
-    terminal: TerminalRequest | None,
+    terminal: Terminal | None,
     status: ExitStatus,
     stop: StopReason | None,
     *,
@@ -95,14 +141,11 @@ def decide(
     """Decide the try's outcome. Fail closed: no terminal message is never a success."""
     if stop is StopReason.SERVER:
         return Outcome(None, "the server said the task must stop", ExitCode.SERVER_STOPPED)
-    if terminal is not None and not isinstance(terminal, TaskState):
-        state = state_of(terminal)  # already reported: final whatever happened next
-        reason = (
-            terminal.reason if isinstance(terminal, RetryTask) else None
-        ) or f"task reported {state}"
-        return Outcome(state, reason, _exit_code(state))
+    if terminal is not None and terminal.at_once:
+        state = terminal.state  # already reported: final whatever happened next
+        return Outcome(state, terminal.reason or f"task reported {state}", _exit_code(state))
     # An explicit Fail is never retried, whatever happens after it.
-    explicit_fail = isinstance(terminal, TaskState) and terminal.state == "failed"
+    explicit_fail = terminal is not None and terminal.state == "failed"
     failed = "up_for_retry" if should_retry and not explicit_fail else "failed"
     if stop is not None and stop is not StopReason.OVERTIME:
         return Outcome(failed, _STOP_WORDING[stop], ExitCode.FAILED)
@@ -138,33 +181,19 @@ def _exit_code(state: str) -> ExitCode:
     return ExitCode.OK if state in _OK_STATES else ExitCode.FAILED
 
 
-def state_update(state: str, terminal: TerminalRequest | None, now: dt.datetime) -> TIStateUpdate:
+def state_update(
+    state: str, terminal: Terminal | None, now: dt.datetime
+) -> TIStateUpdate | dict[str, Any]:
     """The ``PATCH .../state`` body that reports ``state``.
 
-    Where the task's terminal message reported that very state, the body is built from it:
-    its trigger or reschedule date, and its own ``end_date``. Where the supervisor decided the
-    state (a crash, a timeout, a failure after the task said "skipped"), from the state
-    alone, ending ``now``.
+    Where the task's terminal message reported that very state, its own body. Where the
+    supervisor decided the state (a crash, a timeout, a failure after the task said
+    "skipped"), from the state alone, ending ``now``.
     """
-    msg = terminal if terminal is not None and state_of(terminal) == state else None
-    end = getattr(msg, "end_date", None) or now
-    if isinstance(msg, DeferTask):
-        timeout = (
-            dt.timedelta(seconds=msg.trigger_timeout) if msg.trigger_timeout is not None else None
-        )
-        return TIDeferredStatePayload(
-            classpath=msg.classpath,
-            trigger_kwargs=msg.trigger_kwargs,
-            trigger_timeout=timeout,
-            next_method=msg.next_method,
-            next_kwargs=msg.next_kwargs,
-        )
-    if isinstance(msg, RescheduleTask):
-        return TIRescheduleStatePayload(reschedule_date=msg.reschedule_date, end_date=end)
-    if state == "success":
-        return TISuccessStatePayload(end_date=end)
+    if terminal is not None and terminal.state == state:
+        return terminal.update
     if state == "up_for_retry":
-        return TIRetryStatePayload(end_date=end)
+        return TIRetryStatePayload(end_date=now)
     if state in ("failed", "skipped"):
-        return TITerminalStatePayload(state=state, end_date=end)  # type: ignore[arg-type]
+        return TITerminalStatePayload(state=state, end_date=now)  # type: ignore[arg-type]
     raise AssertionError(f"{state} is only reported from the task's own message")

@@ -12,14 +12,15 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import os
+import uuid
+from typing import Any
 
 import msgspec
 
-from comms.api import TaskInstance, TIStateUpdate
-from comms.messages import TerminalRequest, state_of
+from comms.api import TIStateUpdate
 from supervisor.client import ExecutionApiClient
 from supervisor.masking import Masker
-from supervisor.outcome import ExitCode, Outcome, state_update
+from supervisor.outcome import ExitCode, Outcome, Terminal, state_update
 from supervisor.tasklog import TaskLog
 
 __all__ = ["StateReporter"]
@@ -31,7 +32,7 @@ class StateReporter:
     def __init__(
         self,
         client: ExecutionApiClient,
-        ti: TaskInstance,
+        ti_id: uuid.UUID,
         log: TaskLog,
         masker: Masker,
         *,
@@ -39,19 +40,18 @@ class StateReporter:
         pool: concurrent.futures.Executor,
     ) -> None:
         self._client = client
-        self._ti = ti
+        self._ti_id = ti_id
         self._log = log
         self._masker = masker
         self._budget = budget
         self._pool = pool
         self._early: concurrent.futures.Future[None] | None = None
 
-    def report_now(self, terminal: TerminalRequest) -> None:
+    def report_now(self, terminal: Terminal) -> None:
         """Start reporting the state ``terminal`` makes final, without waiting for it."""
-        update = state_update(state_of(terminal), terminal, _now())
-        self._early = self._pool.submit(self._send, update)
+        self._early = self._pool.submit(self._send, terminal.update)
 
-    def deliver(self, outcome: Outcome, terminal: TerminalRequest | None) -> ExitCode:
+    def deliver(self, outcome: Outcome, terminal: Terminal | None) -> ExitCode:
         """Make sure ``outcome``'s state is reported; return the exit code that says so."""
         if outcome.state is None:
             return outcome.exit_code
@@ -72,13 +72,13 @@ class StateReporter:
             return ExitCode.NOT_REPORTED
         return outcome.exit_code
 
-    def _send(self, update: TIStateUpdate) -> None:
-        self._client.update_state(self._ti.id, update, budget=self._budget)
+    def _send(self, update: TIStateUpdate | dict[str, Any]) -> None:
+        self._client.update_state(self._ti_id, update, budget=self._budget)
 
     def _keep_on_disk(self, outcome: Outcome, error: str) -> str:
         path = f"{self._log.path}.state.json"
         record = {
-            "ti_id": str(self._ti.id),
+            "ti_id": str(self._ti_id),
             "state": outcome.state,
             "end_date": _now(),
             "reason": outcome.reason,

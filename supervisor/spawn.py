@@ -2,10 +2,13 @@
 
 ``supervise`` forks the task child *first*, before it reads the activity, imports its HTTP
 client or starts a thread, so the child's memory never held the token, a TLS context or a
-lock owned by another thread. The child (the zygote) waits on a private control pipe for a
+lock owned by another thread. The child (the zygote) waits on a private control socket for a
 :class:`Launch` telling it what to become; the supervisor sends it only after the server
 agreed to run the task, so task code never runs for a task the server refused. When the
-control pipe closes without a launch, the zygote exits quietly.
+control socket closes without a launch, the zygote exits quietly. Before the launch, a
+:class:`Prepare` may tell it which runner to load while the supervisor talks to the server
+(Airflow's task runner takes ~1.5 s to import), with the task's environment, so what the
+runner reads from the environment at import time is already the task's.
 
 Inside the zygote, before any task code: its own process group, default signal dispositions
 and an empty signal mask, the parent-death signal, the requested user, and exactly these fds:
@@ -17,6 +20,12 @@ fd 2    the task's stderr pipe (logged as ``task.stderr``)
 fd N    Python tasks only: the stdout pipe (``task.stdout``), handed to
         :func:`sdk.runner.main`, which moves the channel off fd 0/1
 ======  ==================================================================
+
+Airflow's task runner (``kind="airflow"``) speaks its own protocol on other fds, which the
+supervisor makes at launch and passes with it (SCM_RIGHTS on the control socket): fd 0 is a
+socket carrying frames both ways, fd 1 and 2 the stdout and stderr pipes, and two more fds
+the runner's JSON log lines and its notes to the supervisor; see
+:mod:`taskvisor_airflow.task_child`.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import gc
 import logging  # noqa: F401 - loaded before the fork, see below
 import os
 import signal
+import socket
 import sys
 from typing import TYPE_CHECKING, Literal, NoReturn
 
@@ -38,9 +48,19 @@ from comms import framing, pushed  # noqa: F401
 from supervisor._linux import set_parent_death_signal
 
 if TYPE_CHECKING:
-    from supervisor.activity import Activity, RunAs
+    from collections.abc import Mapping
 
-__all__ = ["Launch", "Zygote", "fork_zygote", "task_environment"]
+    from supervisor.activity import RunAs
+
+__all__ = [
+    "AIRFLOW_FDS",
+    "Launch",
+    "Prepare",
+    "Zygote",
+    "fork_zygote",
+    "is_control_plane_secret",
+    "task_environment",
+]
 
 # Signals whose disposition or mask a parent (Celery, a shell, a container init) may have
 # changed; the task must start with the defaults.
@@ -63,10 +83,32 @@ _RESET_SIGNALS = (
 LAUNCH_FAILED = 127
 
 
-class Launch(msgspec.Struct, kw_only=True):
-    """What the zygote becomes. Sent once over the control pipe."""
+#: The fds a ``kind="airflow"`` launch passes, in this order.
+AIRFLOW_FDS = ("channel", "logs", "notes")
 
-    kind: Literal["python", "command"]
+# Environment variables of the control plane that neither supervise nor a task needs: the
+# JWT signing secret, the metadata database's URL and the key its secrets are encrypted with.
+_CONTROL_PLANE_SECRETS = ("JWT", "SQL_ALCHEMY_CONN", "FERNET_KEY", "__SECRET_KEY")
+
+
+def is_control_plane_secret(name: str) -> bool:
+    """Whether environment variable ``name`` holds a secret of the control plane (an
+    executor's or scheduler's ``*JWT*``, database URL, fernet or secret key)."""
+    upper = name.upper()
+    return any(word in upper for word in _CONTROL_PLANE_SECRETS)
+
+
+class Prepare(msgspec.Struct, kw_only=True, tag=True):
+    """Load a runner ahead of the launch, in the task's environment. Sent at most once."""
+
+    kind: Literal["airflow"]
+    env: dict[str, str]
+
+
+class Launch(msgspec.Struct, kw_only=True, tag=True):
+    """What the zygote becomes. Sent once over the control socket, last."""
+
+    kind: Literal["python", "command", "airflow"]
     argv: list[str] = msgspec.field(default_factory=list)
     env: dict[str, str] = msgspec.field(default_factory=dict)
     cwd: str | None = None
@@ -86,35 +128,45 @@ class Zygote(msgspec.Struct, frozen=True):
     stderr: int
     control: int
 
-    def launch(self, launch: Launch) -> None:
-        """Tell the zygote what to become, then close the control pipe."""
-        data = msgspec.json.encode(launch)
+    def prepare(self, prepare: Prepare) -> None:
+        """Have the zygote load a runner now; it still waits for the launch."""
+        self._send(prepare, [])
+
+    def launch(self, launch: Launch, fds: list[int] | None = None) -> None:
+        """Tell the zygote what to become, handing it ``fds``; then close the control socket."""
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.control, view) :]
-        except BrokenPipeError:
-            pass  # the zygote is gone; its exit status will say why
+            self._send(launch, fds or [])
         finally:
             os.close(self.control)
 
     def abandon(self) -> None:
-        """Close the control pipe without a launch: the zygote exits without running anything."""
+        """Close the control socket without a launch: the zygote exits without running anything."""
         with contextlib.suppress(OSError):
             os.close(self.control)
 
+    def _send(self, message: Prepare | Launch, fds: list[int]) -> None:
+        data = msgspec.json.encode(message) + b"\n"
+        with socket.socket(fileno=os.dup(self.control)) as sock:
+            try:
+                sent = socket.send_fds(sock, [data], fds) if fds else 0
+                sock.sendall(data[sent:])
+            except OSError:
+                pass  # the zygote is gone; its exit status will say why
 
-def task_environment(activity: Activity, run_as: RunAs | None) -> dict[str, str]:
-    """The supervisor's environment minus its own secrets, plus the activity's ``env``."""
-    token = activity.token
+
+def task_environment(
+    token: str, run_as: RunAs | None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The supervisor's environment minus its own and the control plane's secrets, plus
+    ``extra`` (an activity's ``env``)."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("TASKVISOR_") and "JWT" not in k.upper() and token not in v
+        if not k.startswith("TASKVISOR_") and not is_control_plane_secret(k) and token not in v
     }
     if run_as is not None:
         env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
-    env.update(activity.env)
+    env.update(extra or {})
     return env
 
 
@@ -124,7 +176,8 @@ def fork_zygote() -> Zygote:
     from_task_r, from_task_w = os.pipe2(os.O_CLOEXEC)
     stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
     stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
-    control_r, control_w = os.pipe2(os.O_CLOEXEC)
+    control_sockets = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    control_r, control_w = (sock.detach() for sock in control_sockets)
     supervisor_pid = os.getpid()
     # Objects that exist now are shared with the child copy-on-write; keep the cyclic GC of
     # either process from touching (and so copying) their pages.
@@ -168,7 +221,7 @@ def _zygote_main(
         # HTTP client on the other core; a command task's exec simply discards it.
         import sdk.runner  # noqa: F401
 
-        launch = _read_launch(control)
+        launch, passed = _read_launch(control)
         if launch is None:
             os._exit(0)
         _become_task(
@@ -178,20 +231,42 @@ def _zygote_main(
             channel_out=channel_out,
             stdout=stdout,
             stderr=stderr,
+            passed=passed,
         )
     except BaseException as exc:
         _last_words(stderr, f"taskvisor: could not start the task: {exc!r}\n")
         os._exit(LAUNCH_FAILED)
 
 
-def _read_launch(control: int) -> Launch | None:
-    chunks = []
-    while chunk := os.read(control, 65536):
-        chunks.append(chunk)
-    os.close(control)
-    if not chunks:
-        return None
-    return msgspec.json.decode(b"".join(chunks), type=Launch)
+def _read_launch(control: int) -> tuple[Launch | None, list[int]]:
+    """Follow the control socket to its end: prepare when told, return the launch (None if
+    the supervisor closed it without one) and the fds passed with it."""
+    decoder = msgspec.json.Decoder(Prepare | Launch)
+    launch: Launch | None = None
+    fds: list[int] = []
+    pending = b""
+    with socket.socket(fileno=control) as sock:
+        while True:
+            data, received, _, _ = socket.recv_fds(sock, 65536, len(AIRFLOW_FDS))
+            fds += received
+            if not data:
+                break
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                message = decoder.decode(line)
+                if isinstance(message, Prepare):
+                    _prepare(message)
+                else:
+                    launch = message
+    return launch, fds
+
+
+def _prepare(prepare: Prepare) -> None:
+    os.environ.clear()
+    os.environ.update(prepare.env)
+    from taskvisor_airflow import task_child
+
+    task_child.prepare()
 
 
 def _die_with(supervisor_pid: int) -> None:
@@ -209,6 +284,7 @@ def _become_task(
     channel_out: int,
     stdout: int,
     stderr: int,
+    passed: list[int],
 ) -> NoReturn:
     if launch.isolate_network:
         from supervisor import netns
@@ -219,13 +295,23 @@ def _become_task(
         os.setgid(launch.gid)
         os.setuid(launch.uid)
         _die_with(supervisor_pid)  # the kernel clears the parent-death signal on setuid
-    os.dup2(channel_in, 0)
-    os.dup2(channel_out, 1)
-    os.dup2(stderr, 2)
-    keep = {0, 1, 2}
-    if launch.kind == "python":
-        stdout = os.dup(stdout)  # a fresh, known fd above 2
-        keep.add(stdout)
+    if launch.kind == "airflow":
+        if len(passed) != len(AIRFLOW_FDS):
+            raise RuntimeError(f"the launch passed {len(passed)} fds, expected {AIRFLOW_FDS}")
+        channel, logs, notes = passed
+        os.dup2(channel, 0)
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        logs, notes = os.dup(logs), os.dup(notes)  # fresh, known fds above 2
+        keep = {0, 1, 2, logs, notes}
+    else:
+        os.dup2(channel_in, 0)
+        os.dup2(channel_out, 1)
+        os.dup2(stderr, 2)
+        keep = {0, 1, 2}
+        if launch.kind == "python":
+            stdout = os.dup(stdout)  # a fresh, known fd above 2
+            keep.add(stdout)
     _close_fds_except(keep)
     if launch.cwd is not None:
         os.chdir(launch.cwd)
@@ -237,6 +323,10 @@ def _become_task(
             os._exit(LAUNCH_FAILED)
     os.environ.clear()
     os.environ.update(launch.env)
+    if launch.kind == "airflow":
+        from taskvisor_airflow import task_child
+
+        task_child.main(logs=logs, notes=notes)
     if launch.cwd is not None and launch.cwd not in sys.path:
         sys.path.insert(0, launch.cwd)
     from sdk.runner import main

@@ -5,8 +5,11 @@ its pidfd, a wake-up pipe for results of worker threads, and a pipe for signals.
 never waits on the network: API calls run on a small worker pool, heartbeats on their own
 thread, and their results come back through :class:`~supervisor.wakeups.Inbox`.
 
-Two collaborators own the rest: :class:`~supervisor.stopping.Stopper` every deadline and the
-one way the task's tree is stopped, whatever the reason; and
+What the task says travels by one of two child protocols, each a :class:`Channel`: our own
+line-JSON protocol (:mod:`supervisor.line_channel`, an activity file's task) or Airflow's
+supervisor-to-runner frames (:mod:`supervisor.airflow_channel`, an Airflow workload's task).
+Everything else is shared: :class:`~supervisor.stopping.Stopper` owns every deadline and the
+one way the task's tree is stopped, whatever the reason;
 :class:`~supervisor.reporting.StateReporter` the final state, reported or kept on disk.
 """
 
@@ -15,36 +18,20 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
-import functools
 import getpass
 import os
 import selectors
 import signal
 import socket
 import time
+from collections.abc import Callable
 from traceback import format_exc
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from comms.api import TIEnterRunningPayload, TIHeartbeatInfo, TIRunContext
-from comms.framing import BadLine, LineDecoder, from_task_decoder
-from comms.messages import (
-    PROTOCOL_VERSION,
-    Cancel,
-    ErrorCode,
-    ErrorResponse,
-    Hello,
-    Log,
-    Metric,
-    OKResponse,
-    Response,
-    StartupDetails,
-    TaskMessage,
-    TerminalRequest,
-    state_of,
-)
-from supervisor.activity import Activity, RunAs, describe
+from comms.api import TaskInstance, TIEnterRunningPayload, TIHeartbeatInfo, TIRunContext
+from supervisor.activity import RunAs
 from supervisor.client import ExecutionApiClient, RetryPolicy
 from supervisor.config import SupervisorConfig
 from supervisor.errors import (
@@ -57,49 +44,89 @@ from supervisor.errors import (
 from supervisor.heartbeat import Heartbeat
 from supervisor.http import Transport
 from supervisor.masking import Masker
-from supervisor.outbox import Outbox
-from supervisor.outcome import ExitCode, StopReason, decide, reported_at_once
+from supervisor.outcome import ExitCode, StopReason, Terminal, decide
 from supervisor.process import ExitStatus, TaskProcess
-from supervisor.relay import Relay, RequestIds
 from supervisor.reporting import StateReporter
-from supervisor.spawn import Launch, Zygote, task_environment
+from supervisor.spawn import Zygote
 from supervisor.stopping import Stopper
 from supervisor.tasklog import StreamReassembler, TaskLog
 from supervisor.wakeups import Inbox, SignalPipe
 
-__all__ = ["supervise"]
+__all__ = ["Channel", "Supervision", "TryIdentity", "now", "supervise"]
 
 _READ_SIZE = 256 * 1024
 _MAX_WAIT = 3600.0
 
+R = TypeVar("R")
+
+
+class TryIdentity(msgspec.Struct, frozen=True, kw_only=True):
+    """Who the try is and where its server is: what every child protocol shares."""
+
+    token: str
+    server: str
+    ti: TaskInstance
+    #: Identity fields for the first log record (never the token).
+    describe: dict[str, Any]
+
 
 def supervise(
-    activity: Activity,
+    identity: TryIdentity,
     zygote: Zygote,
     config: SupervisorConfig,
+    log_path: str,
+    make_channel: Callable[[Supervision], Channel],
     *,
+    log_field: str = "$.log_path",
     run_as: RunAs | None = None,
-    log: TaskLog | None = None,
+    timeout: float | None = None,
     transport: Transport | None = None,
 ) -> ExitCode:
-    """Run the task try the activity describes in the forked ``zygote``; return the exit code."""
+    """Run one try in the forked ``zygote``, speaking the protocol ``make_channel`` makes;
+    return the exit code. A log file that cannot be opened is an :class:`ActivityError`
+    naming ``log_field``, and nothing was contacted."""
     masker = Masker()
-    masker.add_token(activity.token)
-    if log is None:
-        path = activity.log_path or activity.default_log_path()
-        try:
-            log = TaskLog(path, masker)
-        except OSError as exc:
-            zygote.abandon()
-            raise ActivityError(
-                "$.log_path", f"cannot open the task log {path!r}: {exc.strerror}"
-            ) from None
+    masker.add_token(identity.token)
     try:
-        return Supervision(
-            activity, zygote, config, log, masker, run_as=run_as, transport=transport
-        ).run()
+        log = TaskLog(log_path, masker)
+    except OSError as exc:
+        zygote.abandon()
+        raise ActivityError(
+            log_field, f"cannot open the task log {log_path!r}: {exc.strerror}"
+        ) from None
+    try:
+        supervision = Supervision(
+            identity,
+            zygote,
+            config,
+            log,
+            masker,
+            run_as=run_as,
+            transport=transport,
+            timeout=timeout,
+        )
+        return supervision.run(make_channel(supervision))
     finally:
         log.close()
+
+
+class Channel(Protocol):
+    """One child protocol, as :class:`Supervision` drives it."""
+
+    def launch(self) -> None:
+        """Tell the zygote what to become (the server agreed to run the try)."""
+
+    def start(self) -> None:
+        """Send the task what it starts from (``StartupDetails``)."""
+
+    def readers(self) -> dict[int, Callable[[int], None]]:
+        """The fds the loop reads for this protocol, each with its handler."""
+
+    def cancel(self, reason: StopReason) -> None:
+        """Tell the task it is being stopped, if the protocol can say so."""
+
+    def close(self) -> None:
+        """Close the supervisor's ends of the protocol's fds."""
 
 
 class Supervision:
@@ -107,7 +134,7 @@ class Supervision:
 
     def __init__(
         self,
-        activity: Activity,
+        identity: TryIdentity,
         zygote: Zygote,
         config: SupervisorConfig,
         log: TaskLog,
@@ -115,18 +142,20 @@ class Supervision:
         *,
         run_as: RunAs | None,
         transport: Transport | None,
+        timeout: float | None = None,
     ) -> None:
-        self.activity = activity
-        self.ti = activity.ti
+        self.identity = identity
+        self.ti = identity.ti
         self.zygote = zygote
         self.config = config
         self.log = log
         self.masker = masker
         self.run_as = run_as
+        self.timeout = timeout
         self.started = time.monotonic()
         self.client = ExecutionApiClient(
-            activity.server,
-            activity.token,
+            identity.server,
+            identity.token,
             retry=RetryPolicy(budget=config.api_retry_budget),
             timeout=config.api_timeout,
             transport=transport,
@@ -134,41 +163,39 @@ class Supervision:
             on_token=masker.add_token,
         )
         self.process = TaskProcess(zygote.pid)
-        self.relay = Relay(self.client, self.ti, activity.context, masker)
         self.inbox = Inbox()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay")
-        self.decoder: LineDecoder[TaskMessage] = from_task_decoder(max_line=config.max_line)
         self.stdout = StreamReassembler(log, "task.stdout", "info")
         self.stderr = StreamReassembler(log, "task.stderr", "error")
         self.selector = selectors.DefaultSelector()
-        self.outbox = Outbox(zygote.to_task, self.selector)
-        self.hello: Hello | None = None
-        self.request_ids = RequestIds()
+        #: The answer of ``/run``: typed, and as the server sent it (Airflow's runner gets all).
         self.context: TIRunContext | None = None
-        self.terminal: TerminalRequest | None = None
-        self.stopper = Stopper(
-            self.process, config, log, cancel=lambda why: self._send(Cancel(reason=why.value))
-        )
+        self.context_document: dict[str, Any] = {}
+        self.terminal: Terminal | None = None
+        self.channel: Channel | None = None
+        self.stopper = Stopper(process=self.process, config=config, log=log, cancel=self._cancel)
         self.reporter = StateReporter(
-            self.client, self.ti, log, masker, budget=config.state_retry_budget, pool=self.pool
+            self.client, self.ti.id, log, masker, budget=config.state_retry_budget, pool=self.pool
         )
         self.heartbeat: Heartbeat | None = None
+        self._pipes: tuple[int, ...] = ()
 
     # --- the whole try ----------------------------------------------------------------
 
-    def run(self) -> ExitCode:
+    def run(self, channel: Channel) -> ExitCode:
         """Start the task on the server, relay until it is gone, report its outcome."""
+        self.channel = channel
         signals = SignalPipe()
         try:
             self.log.supervisor(
-                "info", "Starting task", **describe(self.activity), pid=self.zygote.pid
+                "info", "Starting task", **self.identity.describe, pid=self.zygote.pid
             )
             refused = self._enter_running()
             if refused is not None:
                 return refused
-            self._launch()
+            self._launch(channel)
             try:
-                self._loop(signals.read_fd)
+                self._loop(channel, signals.read_fd)
             except Exception as exc:  # a supervisor bug must not lose the outcome or the task
                 self.log.supervisor(
                     "critical",
@@ -191,15 +218,15 @@ class Supervision:
             hostname=_hostname(),
             unixname=self.run_as.name if self.run_as else getpass.getuser(),
             pid=self.zygote.pid,
-            start_date=_now(),
+            start_date=now(),
         )
         try:
-            self.context = self.client.run(self.ti.id, payload)
+            self.context, self.context_document = self.client.run_with_document(self.ti.id, payload)
         except (ApiError, msgspec.ValidationError, msgspec.DecodeError) as exc:
             self.zygote.abandon()
             self.stopper.clean_up()
             if isinstance(exc, ServerUnreachable | TLSError):
-                event = f"The Execution API server could not be reached at {self.activity.server}"
+                event = f"The Execution API server could not be reached at {self.identity.server}"
             elif isinstance(exc, ServerResponseError):
                 event = "The server refused to start the task"
             else:
@@ -215,41 +242,11 @@ class Supervision:
                 )
         return None
 
-    def _launch(self) -> None:
-        assert self.context is not None
-        activity = self.activity
-        env = task_environment(activity, self.run_as)
-        if activity.command is not None:
-            launch = Launch(kind="command", argv=activity.command, env=env, cwd=os.getcwd())
-        else:
-            launch = Launch(kind="python", env=env, cwd=os.getcwd())
-        if self.run_as is not None:
-            launch.uid, launch.gid, launch.groups = (
-                self.run_as.uid,
-                self.run_as.gid,
-                self.run_as.groups,
-            )
-        launch.isolate_network = activity.isolate_network
-        self.zygote.launch(launch)
-        started = _now()
-        self._send(
-            StartupDetails(
-                protocol_version=PROTOCOL_VERSION,
-                ti=self.ti,
-                ti_context=self.context,
-                start_date=started,
-                entrypoint=activity.entrypoint,
-                pushed=activity.context,
-            )
-        )
-        if activity.timeout is not None:
-            self.stopper.limit(
-                StopReason.TIMEOUT,
-                activity.timeout,
-                "error",
-                "Task timed out; stopping it",
-                timeout=activity.timeout,
-            )
+    def _launch(self, channel: Channel) -> None:
+        channel.launch()
+        channel.start()
+        if self.timeout is not None:
+            self.set_timeout(self.timeout)
         self.heartbeat = Heartbeat(
             self.client,
             self.ti.id,
@@ -262,30 +259,92 @@ class Supervision:
         )
         self.heartbeat.start()
 
+    # --- what channels ask of the supervision ---------------------------------------------
+
+    def set_timeout(self, seconds: float) -> None:
+        """Stop the task if its main process still runs ``seconds`` from now."""
+        self.stopper.limit(
+            StopReason.TIMEOUT,
+            seconds,
+            "error",
+            "Task timed out; stopping it",
+            timeout=seconds,
+        )
+
+    def run_remote(self, work: Callable[[], R], deliver: Callable[[R | Exception], None]) -> None:
+        """Run ``work`` on the worker pool; ``deliver`` its result (or exception) on the loop."""
+
+        def done(future: concurrent.futures.Future[R]) -> None:  # on the worker thread
+            result: R | Exception
+            try:
+                result = future.result()
+            except Exception as exc:
+                result = exc
+            self.inbox.post(lambda: deliver(result))
+
+        self.pool.submit(work).add_done_callback(done)
+
+    def on_terminal(self, terminal: Terminal) -> str | None:
+        """Record the task's terminal word; return why it is refused, or None if accepted."""
+        if self.terminal is not None:
+            return f"the task already reported {self.terminal.state}"
+        if self.stopper.reason is not None:
+            return f"the task is being stopped ({self.stopper.reason})"
+        self.terminal = terminal
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        self.stopper.limit(
+            StopReason.OVERTIME,
+            self.config.overtime,
+            "warning",
+            "Task still running after reporting its state; stopping it",
+            overtime=self.config.overtime,
+        )
+        self.log.supervisor("info", f"Task reported {terminal.state}", reason=terminal.reason)
+        if terminal.at_once:
+            self.reporter.report_now(terminal)
+        return None
+
+    def protocol_broken(self, why: str) -> None:
+        """The task broke its protocol beyond repair: log it and stop the task."""
+        self.log.supervisor("error", f"Protocol error from the task: {why}")
+        self.stopper.request(StopReason.PROTOCOL)
+
+    def stop_reading(self, fd: int) -> None:
+        """The loop no longer reads ``fd`` (end of stream)."""
+        if fd in self.selector.get_map():
+            self.selector.unregister(fd)
+
+    def _cancel(self, reason: StopReason) -> None:
+        if self.channel is not None:
+            self.channel.cancel(reason)
+
     # --- the loop -------------------------------------------------------------------
 
-    def _loop(self, signal_fd: int) -> None:
+    def _loop(self, channel: Channel, signal_fd: int) -> None:
         sel = self.selector
-        os.set_blocking(self.zygote.to_task, False)
-        sel.register(self.zygote.from_task, selectors.EVENT_READ, self._on_channel)
-        sel.register(self.zygote.stdout, selectors.EVENT_READ, self._on_stdout)
-        sel.register(self.zygote.stderr, selectors.EVENT_READ, self._on_stderr)
+        readers = {
+            **channel.readers(),
+            self.zygote.stdout: self._on_stdout,
+            self.zygote.stderr: self._on_stderr,
+        }
+        self._pipes = tuple(readers)
+        for fd, handler in readers.items():
+            sel.register(fd, selectors.EVENT_READ, handler)
         sel.register(self.process.pidfd, selectors.EVENT_READ, self._on_exit)
         sel.register(self.inbox.read_fd, selectors.EVENT_READ, self._on_inbox)
         sel.register(signal_fd, selectors.EVENT_READ, self._on_signal)
-        self.outbox.flush()
         while not self._done():
             for key, _ in sel.select(self._select_timeout()):
                 key.data(key.fd)
             self.stopper.tick(time.monotonic())
             self.log.flush()  # what this pass read is on disk before the next wait
-        self._close_pipes()
+        self._close_pipes(channel)
 
     def _done(self) -> bool:
         if not self.stopper.tree_gone:
             return False
-        pipes = (self.zygote.from_task, self.zygote.stdout, self.zygote.stderr)
-        pipes_open = any(fd in self.selector.get_map() for fd in pipes)
+        pipes_open = any(fd in self.selector.get_map() for fd in self._pipes)
         return not pipes_open or self.stopper.drained(time.monotonic())
 
     def _select_timeout(self) -> float | None:
@@ -336,117 +395,6 @@ class Supervision:
             stream.close()
             self.selector.unregister(fd)
 
-    def _on_channel(self, fd: int) -> None:
-        data = os.read(fd, _READ_SIZE)
-        self.decoder.feed(data)
-        if not data:
-            self.selector.unregister(fd)
-        while (event := self.decoder.next_event()) is not None:
-            self._on_message(event)
-
-    def _on_message(self, msg: TaskMessage | BadLine) -> None:
-        if isinstance(msg, BadLine):
-            self.log.supervisor(
-                "error", f"Protocol error from the task: {msg.reason}", line_bytes=msg.size
-            )
-            if msg.id is not None:
-                self._reply_error(msg.id, ErrorCode.PROTOCOL_ERROR, msg.reason)
-        elif isinstance(msg, Log):
-            self.log.record(
-                _task_logger(msg.logger),
-                msg.level,
-                msg.event,
-                msg.fields,
-                timestamp=_utc(msg.timestamp),
-            )
-        elif isinstance(msg, Metric):
-            self.log.record(
-                "task.metrics",
-                "debug",
-                msg.name,
-                {"metric": msg.kind, "value": msg.value, "tags": msg.tags},
-            )
-        elif isinstance(msg, Hello):
-            self._on_hello(msg)
-        elif self.hello is None:
-            self._reply_error(
-                msg.id, ErrorCode.PROTOCOL_ERROR, "the task's first message must be Hello"
-            )
-        elif not self.request_ids.first_use(msg.id):
-            self._reply_error(
-                msg.id,
-                ErrorCode.PROTOCOL_ERROR,
-                f"request id {msg.id} was already used in this try; the request was not run",
-            )
-        elif isinstance(msg, TerminalRequest):
-            self._on_terminal(msg)
-        else:
-            local = self.relay.answer_locally(msg)
-            if isinstance(local, ErrorResponse) and local.error is ErrorCode.PROTOCOL_ERROR:
-                reason = local.detail["message"]
-                self.log.supervisor("error", f"Protocol error from the task: {reason}")
-            if local is not None:
-                self._send(local)
-            else:
-                future = self.pool.submit(self.relay.answer_remote, msg)
-                future.add_done_callback(functools.partial(self._answered, msg.id))
-
-    def _answered(self, rid: int, future: concurrent.futures.Future[Response]) -> None:
-        """Hand a worker's answer to the loop thread (runs on the worker thread)."""
-        try:
-            response = future.result()
-        except Exception as exc:  # the relay maps API errors itself; this is a supervisor bug
-            detail: dict[str, Any] = {"message": f"supervisor error: {exc!r}"}
-            response = ErrorResponse(id=rid, error=ErrorCode.GENERIC_ERROR, detail=detail)
-        if isinstance(response, ErrorResponse) and response.error is ErrorCode.API_UNREACHABLE:
-            # Each retry is logged as it happens; the give-up (with its attempt count) too.
-            self.log.supervisor("error", "Execution API call failed; giving up", **response.detail)
-        self.inbox.post(lambda: self._send(response))
-
-    def _on_hello(self, hello: Hello) -> None:
-        if self.hello is not None:
-            self.log.supervisor("error", "Protocol error from the task: a second Hello")
-            return
-        self.hello = hello
-        if hello.protocol_version != PROTOCOL_VERSION:
-            self.log.supervisor(
-                "error",
-                f"The task speaks protocol version {hello.protocol_version}; "
-                f"this supervisor speaks {PROTOCOL_VERSION}",
-            )
-            self.stopper.request(StopReason.PROTOCOL)
-
-    def _on_terminal(self, msg: TerminalRequest) -> None:
-        if self.terminal is not None:
-            self._reply_error(
-                msg.id,
-                ErrorCode.INVALID_STATE,
-                f"the task already reported {state_of(self.terminal)}",
-            )
-            return
-        if self.stopper.reason is not None:
-            self._reply_error(
-                msg.id,
-                ErrorCode.INVALID_STATE,
-                f"the task is being stopped ({self.stopper.reason})",
-            )
-            return
-        self.terminal = msg
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        self.stopper.limit(
-            StopReason.OVERTIME,
-            self.config.overtime,
-            "warning",
-            "Task still running after reporting its state; stopping it",
-            overtime=self.config.overtime,
-        )
-        state = state_of(msg)
-        self.log.supervisor("info", f"Task reported {state}", reason=getattr(msg, "reason", None))
-        if reported_at_once(msg):
-            self.reporter.report_now(msg)
-        self._send(OKResponse(id=msg.id))
-
     def _server_said_stop(self, exc: ServerResponseError) -> None:
         self.log.supervisor(
             "error",
@@ -460,25 +408,12 @@ class Supervision:
         self.log.supervisor("error", f"Stopping the task: {why}")
         self.stopper.request(StopReason.HEARTBEAT_LOST)
 
-    # --- writing to the task --------------------------------------------------------
-
-    def _reply_error(self, rid: int, code: ErrorCode, message: str) -> None:
-        self._send(ErrorResponse(id=rid, error=code, detail={"message": message}))
-
-    def _send(self, message: msgspec.Struct) -> None:
-        self.outbox.send(message)
-
-    def _close_pipes(self) -> None:
-        for fd in (
-            self.zygote.from_task,
-            self.zygote.stdout,
-            self.zygote.stderr,
-            self.zygote.to_task,
-        ):
-            if fd in self.selector.get_map():
-                self.selector.unregister(fd)
+    def _close_pipes(self, channel: Channel) -> None:
+        for fd in self._pipes:
+            self.stop_reading(fd)
             with contextlib.suppress(OSError):
                 os.close(fd)
+        channel.close()
         self.stdout.close()
         self.stderr.close()
         self.selector.close()
@@ -518,25 +453,10 @@ class Supervision:
         )
 
 
-#: Loggers only the supervisor writes; a task's record naming one is filed under ``task.``.
-_SUPERVISOR_LOGGERS = frozenset({"supervisor", "task.stdout", "task.stderr", "task.metrics"})
-
-
-def _task_logger(name: str) -> str:
-    """The logger a task's record is written under: never one that passes for ours."""
-    return f"task.{name}" if name in _SUPERVISOR_LOGGERS else name
-
-
 def _hostname() -> str:
     return socket.gethostname()
 
 
-def _now() -> dt.datetime:
+def now() -> dt.datetime:
+    """The current time, aware, in UTC."""
     return dt.datetime.now(dt.UTC)
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    """A task's timestamp in UTC (msgspec then writes it as ISO-8601 with ``Z``, fast)."""
-    if value is None or value.utcoffset() == dt.timedelta(0):
-        return value
-    return value.astimezone(dt.UTC)

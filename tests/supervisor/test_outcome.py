@@ -16,7 +16,7 @@ from comms.messages import (
     TaskState,
     state_of,
 )
-from supervisor.outcome import ExitCode, StopReason, decide, reported_at_once, state_update
+from supervisor.outcome import ExitCode, StopReason, Terminal, decide, state_update, terminal_of
 from supervisor.process import ExitStatus
 
 WHEN = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -26,12 +26,12 @@ SIGKILLED = ExitStatus(signal=signal.SIGKILL)
 SIGSEGV = ExitStatus(signal=signal.SIGSEGV)
 UNKNOWN = ExitStatus()
 
-SUCCESS = SucceedTask(id=1)
-RETRY = RetryTask(id=1, reason="db flaky")
-FAILED = TaskState(id=1, state="failed", reason="bad input")
-SKIPPED = TaskState(id=1, state="skipped")
-DEFER = DeferTask(id=1, classpath="t.Trigger")
-RESCHEDULE = RescheduleTask(id=1, reschedule_date=WHEN)
+SUCCESS = terminal_of(SucceedTask(id=1), WHEN)
+RETRY = terminal_of(RetryTask(id=1, reason="db flaky"), WHEN)
+FAILED = terminal_of(TaskState(id=1, state="failed", reason="bad input"), WHEN)
+SKIPPED = terminal_of(TaskState(id=1, state="skipped"), WHEN)
+DEFER = terminal_of(DeferTask(id=1, classpath="t.Trigger"), WHEN)
+RESCHEDULE = terminal_of(RescheduleTask(id=1, reschedule_date=WHEN), WHEN)
 
 
 def test_exit_codes_match_the_design():
@@ -95,7 +95,7 @@ def test_server_stop_reports_no_state_and_exits_5(terminal, status):
 
 
 @pytest.mark.parametrize("status", [EXIT_3, SIGKILLED, UNKNOWN])
-@pytest.mark.parametrize("terminal", [SUCCESS, RETRY, DEFER, RESCHEDULE], ids=type)
+@pytest.mark.parametrize("terminal", [SUCCESS, RETRY, DEFER, RESCHEDULE], ids=lambda t: t.state)
 def test_state_reported_at_once_stays_whatever_the_exit(terminal, status):
     clean = decide(terminal, CLEAN, None, should_retry=False)
     outcome = decide(terminal, status, None, should_retry=False)
@@ -176,10 +176,21 @@ def test_overtime_after_skipped_and_clean_exit_stays_skipped():
         (FAILED, False),
         (SKIPPED, False),
     ],
-    ids=lambda v: type(v).__name__ if not isinstance(v, bool) else str(v),
+    ids=lambda v: v.state if isinstance(v, Terminal) else str(v),
 )
 def test_only_failed_and_skipped_wait_for_the_process_exit(terminal, at_once):
-    assert reported_at_once(terminal) is at_once
+    assert terminal.at_once is at_once
+
+
+@pytest.mark.parametrize(
+    ("state", "at_once"),
+    [("success", True), ("awaiting_input", True), ("removed", False), ("failed", False)],
+)
+def test_a_terminal_of_airflows_runner_waits_for_exit_only_for_failed_skipped_removed(
+    state, at_once
+):
+    terminal = Terminal(state=state, update={"state": state})
+    assert terminal.at_once is at_once
 
 
 @pytest.mark.parametrize(
@@ -225,7 +236,7 @@ NOW = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
     ],
 )
 def test_a_state_the_task_reported_is_sent_with_the_tasks_own_end_date(terminal):
-    body = _wire(state_update(state_of(terminal), terminal, NOW))
+    body = _wire(state_update(state_of(terminal), terminal_of(terminal, NOW), NOW))
 
     assert body["state"] == state_of(terminal)
     assert body["end_date"] == "2026-01-01T00:00:00Z"
@@ -233,7 +244,8 @@ def test_a_state_the_task_reported_is_sent_with_the_tasks_own_end_date(terminal)
 
 def test_a_state_the_supervisor_decided_ends_now_whatever_the_task_said():
     # The task said "skipped", then crashed: the supervisor reports a failure of its own.
-    body = _wire(state_update("failed", TaskState(id=1, state="skipped", end_date=WHEN), NOW))
+    skipped = terminal_of(TaskState(id=1, state="skipped", end_date=WHEN), WHEN)
+    body = _wire(state_update("failed", skipped, NOW))
 
     assert body == {"state": "failed", "end_date": "2026-01-02T00:00:00Z"}
     assert _wire(state_update("up_for_retry", None, NOW))["end_date"] == "2026-01-02T00:00:00Z"
@@ -242,13 +254,25 @@ def test_a_state_the_supervisor_decided_ends_now_whatever_the_task_said():
 def test_a_deferral_is_sent_with_the_tasks_trigger():
     defer = DeferTask(id=1, classpath="t.T", trigger_timeout=30)
 
-    body = _wire(state_update("deferred", defer, NOW))
+    body = _wire(state_update("deferred", terminal_of(defer, NOW), NOW))
 
     assert body["state"] == "deferred"
     assert body["classpath"] == "t.T"
     assert body["trigger_timeout"] == "PT30S"
 
 
-def _wire(update: msgspec.Struct) -> dict[str, object]:
+def test_a_state_reported_without_an_end_date_ends_when_the_message_arrived():
+    body = _wire(state_update("success", terminal_of(SucceedTask(id=1), WHEN), NOW))
+
+    assert body["end_date"] == "2026-01-01T00:00:00Z"
+
+
+def test_airflows_runner_body_is_sent_as_the_runner_sent_it():
+    update = {"state": "success", "end_date": WHEN, "task_outlets": [], "rendered_map_index": "a"}
+
+    assert state_update("success", Terminal(state="success", update=update), NOW) is update
+
+
+def _wire(update: msgspec.Struct | dict[str, object]) -> dict[str, object]:
     """The JSON body as the server receives it."""
     return msgspec.json.decode(msgspec.json.encode(update))
