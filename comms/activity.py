@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -38,6 +38,7 @@ __all__ = [
     "MAX_USER_NAME_LENGTH",
     "Activity",
     "ActivityError",
+    "check_server_url",
     "parse_activity",
 ]
 
@@ -76,16 +77,23 @@ _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
 _HOST = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
 _SERVER_EXAMPLE = "e.g. http://127.0.0.1:8080/execution/"
+_T = TypeVar("_T")
 #: Characters of a value an error message shows before it shortens it.
 _SHOWN = 80
 
 
 class ActivityError(TaskvisorError):
-    """The activity is invalid. ``field`` is a JSON path such as ``$.ti.dag_id``."""
+    """The activity is invalid. ``field`` is a JSON path such as ``$.ti.dag_id``.
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"activity {field}: {message}")
+    ``document`` names what was read (an ``activity``, Airflow's ``workload``, ...); the
+    message is ``"{document} {field}: {reason}"``.
+    """
+
+    def __init__(self, field: str, reason: str, *, document: str = "activity") -> None:
+        super().__init__(f"{document} {field}: {reason}")
         self.field = field
+        self.reason = reason
+        self.document = document
 
 
 class Activity(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -117,23 +125,34 @@ class Activity(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 def parse_activity(data: bytes) -> Activity:
     """Decode and validate an activity; raise :class:`ActivityError` naming the field."""
+    _refuse_oversized_or_empty(data, "push fewer values in context")
+    _decode_tree(data)
+    activity = _decode(data, Activity)
+    _check(activity)
+    return activity
+
+
+def _refuse_oversized_or_empty(data: bytes, how_to_shrink: str) -> None:
     if len(data) > MAX_ACTIVITY_BYTES:
         raise ActivityError(
             "$",
             f"larger than {_amount(MAX_ACTIVITY_BYTES)}; expected a smaller document "
-            "(push fewer values in context)",
+            f"({how_to_shrink})",
         )
     if not data.strip():
         raise ActivityError("$", "the document is empty; expected a JSON object")
-    _refuse_duplicate_keys(data)
+
+
+def _decode(data: bytes, type_: type[_T]) -> _T:
+    """``data`` as ``type_``; msgspec's errors become an :class:`ActivityError` at their path."""
     try:
-        activity = msgspec.json.decode(data, type=Activity)
+        return msgspec.json.decode(data, type=type_)
     except msgspec.ValidationError as exc:
         raise _validation_error(str(exc), data) from None
     except msgspec.DecodeError as exc:
         raise ActivityError("$", f"not valid JSON: {exc}") from None
-    _check(activity)
-    return activity
+    except RecursionError:
+        raise ActivityError("$", "nested too deeply; expected a flat document") from None
 
 
 class _Duplicate:
@@ -143,10 +162,13 @@ class _Duplicate:
         self.key = key
 
 
-def _refuse_duplicate_keys(data: bytes) -> None:
-    # msgspec keeps the last of repeated keys. The stdlib parser is the cheap way to see them
-    # (~20 us for a typical activity, next to ~100 ms of supervise start-up); its errors are
-    # left to msgspec, which reports them better.
+def _decode_tree(data: bytes) -> Any:
+    """The document as plain Python values; an :class:`ActivityError` for a repeated key.
+
+    msgspec keeps the last of repeated keys. The stdlib parser is the cheap way to see them
+    (~20 us for a typical activity, next to ~100 ms of supervise start-up); its errors are
+    left to msgspec, which reports them better, and None is returned instead.
+    """
     seen_one = False
 
     def pairs_hook(pairs: list[tuple[str, Any]]) -> Any:
@@ -165,11 +187,12 @@ def _refuse_duplicate_keys(data: bytes) -> None:
     try:
         doc = json.loads(data, object_pairs_hook=pairs_hook)
     except (ValueError, RecursionError):
-        return
+        return None
     found = _find_duplicate(doc, "$") if seen_one else None
     if found is not None:
         path, key = found
         raise ActivityError(f"{path}.{_path_key(key)}", "appears twice; expected each key once")
+    return doc
 
 
 def _find_duplicate(value: Any, path: str) -> tuple[str, str] | None:
@@ -229,7 +252,7 @@ def _name_the_key(path: str, data: bytes) -> str:
 
 def _check(activity: Activity) -> None:
     _check_token(activity.token)
-    _check_server(activity.server)
+    check_server_url(activity.server)
     _check_ti(activity.ti)
     # A NUL byte cannot cross exec or open(): refuse it now, not after the server said go.
     for path, value in (
@@ -278,7 +301,8 @@ def _check(activity: Activity) -> None:
 
 
 def _check_token(token: str) -> None:
-    if len(token) > MAX_TOKEN_LENGTH or not _JWT.match(token):
+    # fullmatch: re's $ also matches before a final newline, which would reach a header.
+    if len(token) > MAX_TOKEN_LENGTH or not _JWT.fullmatch(token):
         # Never shown, not even in part: a nearly valid token is still a credential.
         raise ActivityError(
             "$.token",
@@ -287,38 +311,57 @@ def _check_token(token: str) -> None:
         )
 
 
-def _check_server(server: str) -> None:
+def check_server_url(server: str, field: str = "$.server") -> None:
+    """Refuse an Execution API base URL the supervisor's client cannot use.
+
+    Raises :class:`ActivityError` at ``field``; a URL holding a password is not shown.
+    """
     expected = f"expected an http(s) URL with a host, {_SERVER_EXAMPLE}"
     authority = _AUTHORITY.match(server)
     if authority and "@" in authority.group(1):
         # Not shown: it holds a password. The client would drop it; the token authenticates.
         raise ActivityError(
-            "$.server", f"holds a user name or password (not shown); {expected}, without them"
+            field, f"holds a user name or password (not shown); {expected}, without them"
         )
     shown = _shown(server)
     if not server.isprintable() or " " in server:
-        raise ActivityError("$.server", f"got {shown}: whitespace or control characters")
+        raise ActivityError(field, f"got {shown}: whitespace or control characters")
     try:
         url = urlsplit(server)
         port = url.port  # parsed only here: ValueError for 99999 or "http"
     except ValueError as exc:
-        raise ActivityError("$.server", f"got {shown}: {exc}; {expected}") from None
+        raise ActivityError(field, f"got {shown}: {exc}; {expected}") from None
     if url.scheme not in ("http", "https") or not url.hostname:
-        raise ActivityError("$.server", f"got {shown}; {expected}")
+        raise ActivityError(field, f"got {shown}; {expected}")
     if not (url.netloc.startswith("[") or _HOST.match(url.hostname)):
         raise ActivityError(
-            "$.server", f"got {shown}: host {_shown(url.hostname)} is not a valid host; {expected}"
+            field, f"got {shown}: host {_shown(url.hostname)} is not a valid host; {expected}"
         )
     if port == 0:
-        raise ActivityError("$.server", f"got {shown}: expected a port in 1-65535")
+        raise ActivityError(field, f"got {shown}: expected a port in 1-65535")
     if url.query or url.fragment or server.endswith(("?", "#")):
         raise ActivityError(
-            "$.server",
+            field,
             f"got {shown}: expected no query or fragment (request paths are appended to it)",
         )
 
 
-def _check_ti(ti: TaskInstance) -> None:
+class _TryIdentity(Protocol):
+    """What names a task try: an activity's ``ti``, or a workload's."""
+
+    @property
+    def dag_id(self) -> str: ...
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def try_number(self) -> int: ...
+    @property
+    def map_index(self) -> int: ...
+
+
+def _check_ti(ti: _TryIdentity) -> None:
     for name in ("dag_id", "task_id", "run_id"):
         value: str = getattr(ti, name)
         if not 0 < len(value) <= MAX_ID_LENGTH:
