@@ -1,5 +1,8 @@
 """``supervise PATH|-``: run one task try under supervision. Exit codes: docs/design.md.
 
+The document is an activity file (``kind``: our own task, docs/design.md) or Airflow's
+``ExecuteTask`` workload (``type``: Airflow's own task runner on the DAG, docs/airflow.md).
+
 The task child is forked before anything else happens, while this process holds no token,
 thread or network client; see :mod:`supervisor.spawn`.
 """
@@ -12,10 +15,16 @@ import functools
 import gc
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from supervisor.config import Setting, parse_setting, settings
 from supervisor.spawn import fork_zygote, is_control_plane_secret
+
+if TYPE_CHECKING:
+    from comms.activity import Activity
+    from comms.workload import Workload
+    from supervisor.config import SupervisorConfig
+    from supervisor.spawn import Zygote
 
 __all__ = ["main"]
 
@@ -30,7 +39,15 @@ def _parser() -> argparse.ArgumentParser:
         "TASKVISOR_HEARTBEAT_INTERVAL); a flag wins over the environment.",
     )
     p.add_argument(
-        "activity", help="activity JSON file, or - to read it from stdin (keeps the token off disk)"
+        "activity",
+        help="activity JSON file or Airflow ExecuteTask workload JSON, or - to read it from "
+        "stdin (keeps the token off disk)",
+    )
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="Execution API URL for a workload (default: Airflow's [core] "
+        "execution_api_server_url); an activity names its own",
     )
     p.add_argument(
         "--delete-activity",
@@ -118,9 +135,9 @@ def _shed_signing_secrets() -> None:
 
 
 def _supervise(args: argparse.Namespace, zygote: object) -> int:
+    from comms.workload import is_workload, parse_workload
     from supervisor._linux import set_child_subreaper, set_dumpable
-    from supervisor.activity import parse_activity, resolve_run_as
-    from supervisor.config import SupervisorConfig
+    from supervisor.activity import parse_activity
     from supervisor.errors import ActivityError
     from supervisor.spawn import Zygote
 
@@ -131,26 +148,63 @@ def _supervise(args: argparse.Namespace, zygote: object) -> int:
     set_child_subreaper()
     try:
         data = _read_activity(args.activity, delete=args.delete_activity)
-        activity = parse_activity(data)
-        run_as = resolve_run_as(activity.run_as, euid=os.geteuid()) if activity.run_as else None
-        for name in SupervisorConfig.unknown_env_names():
-            _say(
-                f"supervise: warning: ignored {name}: not a supervise setting "
-                "(see supervise --help)"
-            )
-        config = SupervisorConfig.from_env().with_overrides(
-            **{setting.name: getattr(args, setting.name) for setting in settings()}
-        )
-        from supervisor.line_channel import supervise_activity
-
-        gc.freeze()
-        gc.enable()
-        return supervise_activity(activity, zygote, config, run_as=run_as)
+        if is_workload(data):
+            return _supervise_workload(args, parse_workload(data), zygote)
+        return _supervise_activity(args, parse_activity(data), zygote)
     except (ActivityError, ValueError) as exc:
         zygote.abandon()
         _wait_quietly(zygote.pid)
         _say(f"supervise: {exc}")
         return _USAGE_ERROR
+
+
+def _config(args: argparse.Namespace) -> SupervisorConfig:
+    from supervisor.config import SupervisorConfig
+
+    for name in SupervisorConfig.unknown_env_names():
+        _say(f"supervise: warning: ignored {name}: not a supervise setting (see supervise --help)")
+    return SupervisorConfig.from_env().with_overrides(
+        **{setting.name: getattr(args, setting.name) for setting in settings()}
+    )
+
+
+def _supervise_activity(args: argparse.Namespace, activity: Activity, zygote: Zygote) -> int:
+    """Run an activity file's task (our own protocol)."""
+    from supervisor.activity import resolve_run_as
+    from supervisor.errors import ActivityError
+
+    if args.server is not None:
+        raise ActivityError(
+            "--server", "only for an Airflow workload; an activity names its server"
+        )
+    run_as = resolve_run_as(activity.run_as, euid=os.geteuid()) if activity.run_as else None
+    config = _config(args)
+    from supervisor.line_channel import supervise_activity
+
+    gc.freeze()
+    gc.enable()
+    return supervise_activity(activity, zygote, config, run_as=run_as)
+
+
+def _supervise_workload(args: argparse.Namespace, workload: Workload, zygote: Zygote) -> int:
+    """Run Airflow's ``ExecuteTask`` workload with Airflow's own task runner in the task child."""
+    from comms.activity import check_server_url
+    from supervisor.airflow_config import read_airflow_settings
+
+    airflow = read_airflow_settings()
+    if args.server is not None:
+        check_server_url(args.server, "--server")
+    config = _config(args)
+    if workload.unknown_fields:
+        _say(
+            "supervise: warning: workload fields this supervise does not know, ignored: "
+            + ", ".join(workload.unknown_fields)
+        )
+    from supervisor.airflow_channel import supervise_workload
+
+    gc.freeze()
+    gc.enable()
+    return supervise_workload(workload, airflow, zygote, config, server=args.server)
 
 
 def _read_activity(source: str, *, delete: bool) -> bytes:

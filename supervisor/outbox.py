@@ -29,8 +29,12 @@ class Outbox:
 
     def send(self, message: msgspec.Struct) -> None:
         """Queue ``message`` as one line and write as much as the pipe takes now."""
+        self.send_bytes(encode(message))
+
+    def send_bytes(self, data: bytes) -> None:
+        """Queue encoded ``data`` (a line, a frame) and write as much as the pipe takes now."""
         if self.open:
-            self._pending += encode(message)
+            self._pending += data
             self.flush()
 
     def flush(self) -> None:

@@ -68,6 +68,10 @@ class Stopper:
         ``event`` is logged at ``level`` when that happens."""
         self._limits[reason] = (time.monotonic() + seconds, level, event, fields)
 
+    def lift(self, reason: StopReason) -> None:
+        """Drop the limit set for ``reason``, if any."""
+        self._limits.pop(reason, None)
+
     def request(self, reason: StopReason) -> None:
         """Stop the task: Cancel, SIGTERM to the whole tree, SIGKILL after the grace.
 

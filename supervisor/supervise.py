@@ -293,6 +293,8 @@ class Supervision:
         self.terminal = terminal
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        # The task's execution is over: from now on only overtime applies.
+        self.stopper.lift(StopReason.TIMEOUT)
         self.stopper.limit(
             StopReason.OVERTIME,
             self.config.overtime,
@@ -309,6 +311,11 @@ class Supervision:
         """The task broke its protocol beyond repair: log it and stop the task."""
         self.log.supervisor("error", f"Protocol error from the task: {why}")
         self.stopper.request(StopReason.PROTOCOL)
+
+    def watch(self, fd: int, handler: Callable[[int], None]) -> None:
+        """Read ``fd`` in the loop from now on, as one of the task's pipes (drained, closed)."""
+        self.selector.register(fd, selectors.EVENT_READ, handler)
+        self._pipes += (fd,)
 
     def stop_reading(self, fd: int) -> None:
         """The loop no longer reads ``fd`` (end of stream)."""
