@@ -9,8 +9,9 @@ of what the runner speaks:
   first (id 0, unprompted), then one response per request. Terminal bodies become a
   :class:`~supervisor.outcome.Terminal`; ``ResendLoggingFD`` gets a new log pipe passed as
   SCM_RIGHTS; every other body goes to :class:`~supervisor.airflow_relay.AirflowRelay`,
-  locally or on the worker pool. A frame that cannot be read is answered with an error when
-  its id is readable, and logged; the runner never waits forever.
+  locally or on the worker pool. A frame that cannot be read stops the task (it is answered
+  with an error first when its id is readable): Airflow's runner never writes one, so task
+  code wrote on the channel, and what follows cannot be trusted to be in step.
 - JSON log lines on a pipe: each record is masked and written to the task log, Airflow's
   shape kept (``exception`` is renamed ``error_detail``, as Airflow's UI expects).
 - notes on a pipe: the task's ``execution_timeout``, once the DAG is parsed. The runner
@@ -199,13 +200,11 @@ class AirflowChannel:
 
     def _on_frame(self, frame: RequestFrame | BadFrame) -> None:
         if isinstance(frame, BadFrame):
-            self.log.supervisor(
-                "error",
-                f"Protocol error from the task runner: {frame.reason}",
-                frame_bytes=frame.size,
-            )
+            # The runner's frames are machine-made: one that cannot be read means the task
+            # wrote on the channel itself, and nothing after it can be trusted to be in step.
             if frame.id is not None:
                 self._reply(frame.id, _error(f"bad frame: {frame.reason}"))
+            self.supervision.protocol_broken(f"{frame.reason} ({frame.size} bytes)")
             return
         body = frame.body
         kind = body.get("type") if isinstance(body, dict) else None
