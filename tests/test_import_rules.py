@@ -24,10 +24,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 FORBIDDEN = {
-    "comms": {"sdk", "supervisor", "apiserver"},
-    "sdk": {"supervisor", "apiserver", "httpx", "jwt"},
-    "supervisor": {"apiserver", "httpx", "httpcore"},
+    "comms": {"sdk", "supervisor", "apiserver", "airflow", "taskvisor_airflow"},
+    "sdk": {"supervisor", "apiserver", "httpx", "jwt", "airflow", "taskvisor_airflow"},
+    "supervisor": {"apiserver", "httpx", "httpcore", "airflow"},
+    # Runs in the task child or the executor: Airflow's side, never the supervisor's code.
+    "taskvisor_airflow": {"supervisor", "apiserver", "sdk"},
 }
+
+#: Where ``supervisor`` may name ``taskvisor_airflow``: in the zygote, after the fork, to
+#: become Airflow's task runner (as it imports ``sdk.runner`` to become ours).
+AIRFLOW_ENTRY = {"supervisor/spawn.py"}
 
 
 def imported_top_level_names(path: Path) -> dict[str, int]:
@@ -88,7 +94,21 @@ def modules_after_importing_all_of(package: str) -> set[str]:
     return set(json.loads(result.stdout))
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_only_the_zygote_names_the_package_that_imports_airflow():
+    naming = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "supervisor").rglob("*.py")
+        if "taskvisor_airflow" in imported_top_level_names(path)
+    )
+    assert set(naming) <= AIRFLOW_ENTRY, naming
+
+
+def test_the_supervisor_loads_no_airflow_code_before_or_after_the_fork():
+    loaded = modules_after_importing_all_of("supervisor")
+    assert not [name for name in loaded if name.split(".")[0] in {"airflow", "taskvisor_airflow"}]
+
+
+@pytest.mark.parametrize("package", sorted(set(FORBIDDEN) - {"taskvisor_airflow"}))
 def test_importing_every_module_of_a_package_loads_nothing_forbidden(package):
     loaded = modules_after_importing_all_of(package)
     assert f"{package}" in loaded
