@@ -9,6 +9,10 @@ so the tests never re-implement Airflow:
 * ``queue``  create a dag run, schedule some of its task instances (``DagRun.schedule_tis``)
              and queue them, then build each one's ``ExecuteTask`` workload (token minted by
              Airflow's ``JWTGenerator``, configured exactly like an executor's);
+* ``trigger`` create a running dag run (with a logical date and conf) and nothing else;
+* ``schedule`` one scheduler pass over a dag run (``DagRun.update_state``: trigger rules, map
+             expansion, retry and reschedule delays; then ``schedule_tis``), queueing the
+             wanted task instances once Airflow's own decisions made them ready;
 * ``resume`` run a deferred task instance's trigger to its first event as the triggerer
              does, submit the event, and queue the task instance again (the scheduler's part);
 * ``retry``  schedule and queue the next try of an up_for_retry task instance;
@@ -102,27 +106,10 @@ def queue(args: dict[str, Any]) -> dict[str, Any]:
     ``{"max_tries": n}``. Returns, under the same keys, the ``ExecuteTask`` workloads Airflow
     would hand an executor (JSON, token included).
     """
-    from airflow.models.serialized_dag import SerializedDagModel
     from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
-    now = dt.datetime.now(dt.UTC)
     with create_session() as session:
-        dag = SerializedDagModel.get_dag(args["dag_id"], session=session)
-        if dag is None:
-            raise LookupError(f"dag {args['dag_id']!r} is not serialized")
-        dag_run = dag.create_dagrun(
-            run_id=args["run_id"],
-            logical_date=None,
-            data_interval=None,
-            run_after=now,
-            run_type=DagRunType.MANUAL,
-            triggered_by=DagRunTriggeredByType.TEST,
-            state=DagRunState.RUNNING,
-            start_date=now,
-            session=session,
-        )
+        dag_run = _create_dagrun(args, session)
         created = dag_run.get_task_instances(session=session)
         by_key = {_key(ti.task_id, ti.map_index): ti for ti in created}
         chosen = {key: by_key[key] for key in args["tasks"]}
@@ -131,6 +118,102 @@ def queue(args: dict[str, Any]) -> dict[str, Any]:
         _schedule_and_queue(dag_run, list(chosen.values()), session)
         session.flush()
         return {"workloads": {key: _workload(ti) for key, ti in chosen.items()}}
+
+
+def trigger(args: dict[str, Any]) -> dict[str, Any]:
+    """Create running dag run ``run_id`` of ``dag_id``, queueing nothing.
+
+    ``args`` may add ``logical_date`` (ISO-8601; without it the run has none, as a manual run
+    may in Airflow 3, and templates get no ``ds``) and ``conf``. Returns the run's logical date
+    and data interval as Airflow stored them.
+    """
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        dag_run = _create_dagrun(args, session)
+        session.flush()
+        return {
+            "logical_date": _iso(dag_run.logical_date),
+            "data_interval_start": _iso(dag_run.data_interval_start),
+            "data_interval_end": _iso(dag_run.data_interval_end),
+        }
+
+
+def _create_dagrun(args: dict[str, Any], session: Any) -> Any:
+    """A manual dag run in state running, as ``airflow dags trigger`` makes, less the wait."""
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    now = dt.datetime.now(dt.UTC)
+    dag = SerializedDagModel.get_dag(args["dag_id"], session=session)
+    if dag is None:
+        raise LookupError(f"dag {args['dag_id']!r} is not serialized")
+    logical_date = args.get("logical_date")
+    data_interval = None
+    if logical_date is not None:
+        logical_date = dt.datetime.fromisoformat(logical_date)
+        # What Airflow's REST API does for a manual run given a logical date.
+        data_interval = dag.timetable.infer_manual_data_interval(run_after=logical_date)
+    return dag.create_dagrun(
+        run_id=args["run_id"],
+        logical_date=logical_date,
+        data_interval=data_interval,
+        run_after=now,
+        conf=args.get("conf"),
+        run_type=DagRunType.MANUAL,
+        triggered_by=DagRunTriggeredByType.TEST,
+        state=DagRunState.RUNNING,
+        start_date=now,
+        session=session,
+    )
+
+
+def schedule(args: dict[str, Any]) -> dict[str, Any]:
+    """One scheduler pass over dag run ``run_id`` of ``dag_id``; queue ``args["tasks"]`` if ready.
+
+    What ``SchedulerJobRunner._schedule_dag_run`` does: ``DagRun.update_state`` (Airflow's
+    dependency checks: trigger rules and skips, map expansion once an upstream pushed its list,
+    retry and reschedule delays), then ``schedule_tis`` for the wanted task instances among the
+    schedulable ones (``args["tasks"]``: ``task_id`` or ``task_id[map_index]``). Then the
+    executor-queueing step for every wanted task instance in state scheduled, which also
+    picks up a deferred one whose trigger fired.
+
+    Returns ``{"workloads": {key: ExecuteTask JSON}}`` once every wanted task instance was
+    queued, else ``{"waiting": {key: state}}`` and queues none: call again.
+    """
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    wanted = list(args.get("tasks", []))
+    with create_session() as session:
+        dag_run = session.scalars(
+            select(DagRun).filter_by(dag_id=args["dag_id"], run_id=args["run_id"])
+        ).one()
+        dag_run.dag = DBDagBag().get_dag_for_run(dag_run=dag_run, session=session)
+        schedulable, _ = dag_run.update_state(session=session, execute_callbacks=False)
+        ready = [ti for ti in schedulable if _key(ti.task_id, ti.map_index) in wanted]
+        dag_run.schedule_tis(ready, session=session)
+        session.flush()
+        session.expire_all()  # schedule_tis updated rows in bulk, behind the ORM's back
+        by_key = {
+            _key(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances(session=session)
+        }
+        states = {key: by_key[key].state if key in by_key else None for key in wanted}
+        if any(state != TaskInstanceState.SCHEDULED for state in states.values()):
+            return {"waiting": states}
+        for key in wanted:
+            _queue_ti(by_key[key])
+        session.flush()
+        return {"workloads": {key: _workload(by_key[key]) for key in wanted}}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    """A datetime from Airflow's database as ISO-8601, or None."""
+    return value.isoformat() if value else None
 
 
 def _key(task_id: str, map_index: int) -> str:
@@ -208,9 +291,6 @@ def tis(args: dict[str, Any]) -> dict[str, Any]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    def iso(value: dt.datetime | None) -> str | None:
-        return value.isoformat() if value else None
-
     with create_session() as session:
         ids = [uuid.UUID(ti_id) for ti_id in args["ids"]]
         rows = session.scalars(select(TaskInstance).where(TaskInstance.id.in_(ids)))
@@ -221,9 +301,9 @@ def tis(args: dict[str, Any]) -> dict[str, Any]:
                 "max_tries": ti.max_tries,
                 "hostname": ti.hostname,
                 "pid": ti.pid,
-                "start_date": iso(ti.start_date),
-                "end_date": iso(ti.end_date),
-                "last_heartbeat_at": iso(ti.last_heartbeat_at),
+                "start_date": _iso(ti.start_date),
+                "end_date": _iso(ti.end_date),
+                "last_heartbeat_at": _iso(ti.last_heartbeat_at),
             }
             for ti in rows
         }
@@ -232,6 +312,8 @@ def tis(args: dict[str, Any]) -> dict[str, Any]:
 COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "cli": cli,
     "queue": queue,
+    "trigger": trigger,
+    "schedule": schedule,
     "resume": resume,
     "retry": retry,
     "mint": mint,

@@ -14,12 +14,16 @@ Session set-up (~15 s on an idle machine with a ready virtual environment):
 3. ``airflow api-server`` is polled on ``/execution/health`` until it answers, with a deadline.
 
 Tests then queue task instances with :meth:`Airflow.queue` (Airflow's own scheduler-side code
-and token generator) and check results through Airflow's REST API and database.
+and token generator) and check results through Airflow's REST API and database. Tests that run
+a DAG task by task create a dag run with :meth:`Airflow.trigger` and let Airflow's scheduler
+logic decide when each task instance is ready (:meth:`Airflow.schedule`); deferred tasks need
+the ``triggerer`` fixture, Airflow's own triggerer on the same home.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -47,6 +51,7 @@ VENV = REPO / ".airflow-venv"
 #: Airflow 3.3's pins of taskvisor's runtime dependencies: the low end of their ranges.
 CONSTRAINTS = REPO / "constraints" / "airflow-3.3.txt"
 DAG_ID = "taskvisor_interop"
+DAGS = HERE / "dags"
 
 #: HS512 key shared by the api-server and the token generator (64+ bytes, else PyJWT warns).
 JWT_SECRET = "taskvisor-interop-" + "0123456789abcdef" * 4
@@ -59,6 +64,9 @@ CONNECTION_URI = (
     "postgres://interop_user:s3cr3t-interop-pass@db.example:5432/interop?sslmode=disable"
 )
 CONNECTION_PASSWORD = "s3cr3t-interop-pass"
+#: A file-system connection (``fs``) whose path is the home's ``landing/`` folder: file
+#: sensors and their triggers wait for files the tests put there.
+LANDING_CONNECTION_ID = "interop_landing"
 
 #: Life of the execution tokens Airflow issues on /run. Short, with no leeway, so any response
 #: carries a reissued token (Airflow reissues once <= 30 s are left) and a supervisor that does
@@ -68,6 +76,8 @@ EXECUTION_TOKEN_LIFETIME = 20
 INSTALL_TIMEOUT = 900
 HEALTH_TIMEOUT = 180  # the api-server answers after ~16 s on an idle 2-core machine
 SIDE_TIMEOUT = 300  # one airflow_side.py command: `db migrate` is the slowest (~4 s idle)
+SCHEDULE_TIMEOUT = 60  # for Airflow's scheduler logic to make a task instance ready
+SCHEDULE_POLL = 0.2
 
 
 def _installed_airflow(python: Path) -> str | None:
@@ -240,6 +250,11 @@ class Workload:
         return str(self.raw["token"])
 
     @property
+    def dag_id(self) -> str:
+        """The DAG id."""
+        return str(self.raw["ti"]["dag_id"])
+
+    @property
     def run_id(self) -> str:
         """The dag run id."""
         return str(self.raw["ti"]["run_id"])
@@ -260,6 +275,16 @@ class Workload:
         return str(self.raw["log_path"])
 
 
+@dataclass(frozen=True)
+class DagRun:
+    """A dag run the tests drive task by task, as Airflow stored it."""
+
+    dag_id: str
+    run_id: str
+    #: ISO-8601, or None for a run without one (then templates get no ``ds``).
+    logical_date: str | None
+
+
 @dataclass
 class Airflow:
     """The running api-server and ways to drive and inspect it the way Airflow would.
@@ -272,12 +297,15 @@ class Airflow:
     variable: ClassVar[tuple[str, str]] = VARIABLE
     connection_id: ClassVar[str] = CONNECTION_ID
     connection_password: ClassVar[str] = CONNECTION_PASSWORD
+    landing_connection_id: ClassVar[str] = LANDING_CONNECTION_ID
     execution_token_lifetime: ClassVar[int] = EXECUTION_TOKEN_LIFETIME
 
     home: Path
     base_url: str
     side: AirflowSide
     rest: httpx.Client
+    #: The environment of Airflow's server processes (database, signing secret, ...).
+    env: dict[str, str]
     _runs: Iterator[int] = field(default_factory=itertools.count)
 
     @property
@@ -289,6 +317,59 @@ class Airflow:
     def log_folder(self) -> Path:
         """Airflow's ``[logging] base_log_folder``: workload log paths are relative to it."""
         return self.home / "logs"
+
+    @property
+    def landing_folder(self) -> Path:
+        """The path of the ``interop_landing`` connection: where file sensors look."""
+        return self.home / "landing"
+
+    @property
+    def worker_env(self) -> dict[str, str]:
+        """The environment a worker runs a workload with.
+
+        Where Airflow's home, Execution API server, log folder and DAGs are; no database URL
+        and no JWT signing secret, which a worker needs neither of.
+        """
+        env = {k: v for k, v in self.env.items() if not k.startswith("AIRFLOW")}
+        env.update(
+            AIRFLOW_HOME=str(self.home),
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=self.execution_url,
+            AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(self.log_folder),
+            AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        )
+        return env
+
+    def trigger(
+        self, dag_id: str, *, logical_date: dt.datetime | None = None, conf: Any = None
+    ) -> DagRun:
+        """Create a running dag run of ``dag_id``; :meth:`schedule` then queues its tasks."""
+        run_id = f"interop__{next(self._runs)}_{uuid.uuid4().hex[:8]}"
+        created = self.side.call(
+            "trigger",
+            dag_id=dag_id,
+            run_id=run_id,
+            logical_date=logical_date.isoformat() if logical_date else None,
+            conf=conf,
+        )
+        return DagRun(dag_id, run_id, created["logical_date"])
+
+    def schedule(
+        self, run: DagRun, *keys: str, timeout: float = SCHEDULE_TIMEOUT
+    ) -> dict[str, Workload]:
+        """Queue these task instances of ``run`` once Airflow's scheduler logic makes them ready.
+
+        ``keys`` are ``task_id`` or ``task_id[map_index]``. Each pass is one of the scheduler's
+        (trigger rules, map expansion, retry and reschedule delays, a fired trigger); passes
+        repeat until every one of them is queued, failing after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.side.call("schedule", dag_id=run.dag_id, run_id=run.run_id, tasks=keys)
+            if "workloads" in result:
+                return {key: Workload(raw) for key, raw in result["workloads"].items()}
+            if time.monotonic() > deadline:
+                pytest.fail(f"not ready to queue after {timeout} s: {result['waiting']}", False)
+            time.sleep(SCHEDULE_POLL)
 
     def queue(self, **max_tries: int) -> dict[str, Workload]:
         """Queue the named tasks of a new dag run: ``queue(produce=0, work=2)``."""
@@ -336,7 +417,7 @@ class Airflow:
 
     def rest_xcom(self, workload: Workload, key: str = "return_value") -> httpx.Response:
         """``GET .../xcomEntries/{key}`` from Airflow's public REST API (deserialized)."""
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{workload.run_id}/taskInstances"
+        path = f"/api/v2/dags/{workload.dag_id}/dagRuns/{workload.run_id}/taskInstances"
         return self.rest.get(
             f"{path}/{workload.task_id}/xcomEntries/{key}",
             params={"map_index": workload.map_index},
@@ -350,7 +431,7 @@ class Airflow:
     def rest_clear(self, workload: Workload) -> None:
         """Clear a task instance the way a user does in Airflow's UI (also while it runs)."""
         response = self.rest.post(
-            f"/api/v2/dags/{DAG_ID}/clearTaskInstances",
+            f"/api/v2/dags/{workload.dag_id}/clearTaskInstances",
             json={
                 "dry_run": False,
                 "dag_run_id": workload.run_id,
@@ -372,7 +453,10 @@ class Airflow:
         return response.json()["content"]  # type: ignore[no-any-return]
 
     def _ti_path(self, workload: Workload) -> str:
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{workload.run_id}/taskInstances/{workload.task_id}"
+        path = (
+            f"/api/v2/dags/{workload.dag_id}/dagRuns/{workload.run_id}"
+            f"/taskInstances/{workload.task_id}"
+        )
         return path if workload.map_index == -1 else f"{path}/{workload.map_index}"
 
 
@@ -387,7 +471,7 @@ def _airflow_env(home: Path, port: int) -> dict[str, str]:
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(HERE / "dags"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
         AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
         AIRFLOW__API_AUTH__JWT_SECRET=JWT_SECRET,
@@ -433,6 +517,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     airflow_bin = python.with_name("airflow")
     home = tmp_path_factory.mktemp("airflow_home")
     (home / "passwords.json").write_text(json.dumps({"admin": ADMIN_PASSWORD}))
+    landing = home / "landing"
+    landing.mkdir()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = _airflow_env(home, port)
@@ -458,6 +544,10 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
                 ["dags", "reserialize"],
                 ["variables", "set", *VARIABLE],
                 ["connections", "add", CONNECTION_ID, "--conn-uri", CONNECTION_URI],
+                [
+                    *("connections", "add", LANDING_CONNECTION_ID, "--conn-type", "fs"),
+                    *("--conn-extra", json.dumps({"path": str(landing)})),
+                ],
             ],
         )
         _wait_healthy(server, base_url, server_log)
@@ -474,7 +564,55 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
             timeout=30,
         )
         with rest:
-            yield Airflow(home=home, base_url=base_url, side=side, rest=rest)
+            yield Airflow(home=home, base_url=base_url, side=side, rest=rest, env=env)
     finally:
         _stop(server)
         side.close()
+
+
+@dataclass
+class Triggerer:
+    """A running ``airflow triggerer`` on the session's Airflow home."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self) -> str:
+        """The end of its output, for failure messages."""
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def _wait_triggerer_healthy(triggerer: Triggerer, rest: httpx.Client) -> None:
+    """Until Airflow's own health check reports the triggerer's heartbeat as healthy."""
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    while time.monotonic() < deadline:
+        if triggerer.process.poll() is not None:
+            code = triggerer.process.returncode
+            pytest.fail(f"airflow triggerer exited ({code}):\n{triggerer.tail()}", False)
+        health = rest.get("/api/v2/monitor/health").json()
+        if health["triggerer"]["status"] == "healthy":
+            return
+        time.sleep(0.25)
+    pytest.fail(f"airflow triggerer not healthy after {HEALTH_TIMEOUT} s:\n{triggerer.tail()}")
+
+
+@pytest.fixture(scope="session")
+def triggerer(airflow: Airflow) -> Iterator[Triggerer]:
+    """Airflow's own triggerer, running deferred tasks' triggers (healthy when yielded)."""
+    log = airflow.home / "triggerer.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            # No log server: Airflow binds it to every interface ([::] or 0.0.0.0), with no
+            # setting for loopback only; the tests read no trigger logs.
+            [VENV / "bin" / "airflow", "triggerer", "--skip-serve-logs"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=airflow.env,
+            start_new_session=True,  # its own process group: teardown reaches its subprocess
+        )
+    running = Triggerer(process, log)
+    try:
+        _wait_triggerer_healthy(running, airflow.rest)
+        yield running
+    finally:
+        _stop(process)
