@@ -7,7 +7,10 @@ the branch it owns, and users catch what they can name::
     ├── ProtocolError                   the task channel contract was broken (abstract)
     │   ├── TaskProtocolError           ... by the task: bad JSON, unknown type, no id, too long
     │   └── SupervisorProtocolError     ... by the supervisor: unknown id, bad response
-    ├── ActivityError                   comms.activity: invalid activity (supervise exits 2)
+    ├── ActivityError                   comms.activity: invalid activity or Airflow workload
+    │   │                               (comms.workload; supervise exits 2)
+    │   └── AirflowConfigError          supervisor.airflow_config: a worker setting supervise
+    │                                   cannot use ([core] execution_api_server_url, ...)
     ├── ApiError                        supervisor.errors: an Execution API call failed
     │   ├── ServerUnreachable           connection errors or 5xx after every retry (transient)
     │   ├── TLSError                    certificate refused, or the URL's scheme does not match
