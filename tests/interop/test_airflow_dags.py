@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # test modules take the harness from the `airflow` fixture, n
     from conftest import Airflow, DagRun, Workload
 
 #: The supervisors these tests run every task instance under.
-SUPERVISORS = ("airflow",)
+SUPERVISORS = ("airflow", "taskvisor")
 
 DAG_ID = "taskvisor_airflow_dags"
 VENV_BIN = Path(__file__).resolve().parents[2] / ".airflow-venv" / "bin"
@@ -405,3 +405,18 @@ def test_under_airflows_supervisor_a_dag_task_finds_the_workload_token(
     # workload (and its token): the task's memory starts as a copy of the supervisor's.
     digest = hashlib.sha256(workload.token.encode()).hexdigest()
     assert {"sha256": digest, "sub": workload.id, "scope": "workload"} in found
+
+
+def test_under_supervise_a_dag_task_never_finds_the_workload_token(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    run = airflow.trigger(DAG_ID)
+    workload = airflow.schedule(run, "finds_workload_token")["finds_workload_token"]
+
+    ran = run_workload("taskvisor", workload, airflow, tmp_path)
+
+    assert ran.state == "success", ran
+    found = xcom(airflow, workload)["jwts"]
+    # The task child was forked before supervise read the workload, and never received it.
+    digest = hashlib.sha256(workload.token.encode()).hexdigest()
+    assert not any(j["sha256"] == digest or j["sub"] == workload.id for j in found), found
