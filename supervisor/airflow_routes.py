@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 import msgspec
 
 from comms.api import ConnectionResponse
-from supervisor.client import ExecutionApiClient, _seg, _xcom_path
+from supervisor.client import ExecutionApiClient, path_segment, xcom_path
 from supervisor.errors import ApiError, Conflict, Gone, NotFound, Unauthorized
 from supervisor.http import Response
 from supervisor.masking import Masker, is_sensitive_key
@@ -206,23 +206,17 @@ class GetConnection(Body):
 @_route(GetConnection)
 def _get_connection(api: Api, body: GetConnection) -> Reply:
     try:
-        conn = _tagged("ConnectionResult", api.call("GET", f"connections/{_seg(body.conn_id)}"))
+        conn = _tagged(
+            "ConnectionResult", api.call("GET", f"connections/{path_segment(body.conn_id)}")
+        )
     except NotFound:
         return _not_found("CONNECTION_NOT_FOUND", {"conn_id": body.conn_id})
     except Unauthorized as exc:
         detail = {"conn_id": body.conn_id, "status_code": exc.status}
         return Reply(error_body("PERMISSION_DENIED", detail))
-    register_connection(api.masker, msgspec.convert(conn, ConnectionResponse))
+    secrets = msgspec.convert(conn, ConnectionResponse)
+    api.masker.add_connection(secrets.password, secrets.extra)
     return Reply(conn)
-
-
-def register_connection(masker: Masker, conn: ConnectionResponse) -> None:
-    """Mask a connection's password and extra: whole, and each JSON string inside the extra."""
-    masker.add(conn.password)
-    if conn.extra:
-        masker.add(conn.extra)
-        with contextlib.suppress(msgspec.DecodeError):  # not JSON: masked as one string
-            masker.add(msgspec.json.decode(conn.extra))
 
 
 class GetVariable(Body):
@@ -232,7 +226,7 @@ class GetVariable(Body):
 @_route(GetVariable)
 def _get_variable(api: Api, body: GetVariable) -> Reply:
     try:
-        var = _tagged("VariableResult", api.call("GET", f"variables/{_seg(body.key)}"))
+        var = _tagged("VariableResult", api.call("GET", f"variables/{path_segment(body.key)}"))
     except NotFound:
         return _not_found("VARIABLE_NOT_FOUND", {"key": body.key})
     except Unauthorized as exc:
@@ -267,7 +261,7 @@ def _put_variable(api: Api, body: PutVariable) -> Reply:
     if body.value is not None and is_sensitive_key(body.key):
         api.masker.add(body.value)  # before it can reach a log; the relay checked the caps
     payload = {"val": body.value, "description": body.description}
-    api.call("PUT", f"variables/{_seg(body.key)}", json=payload)
+    api.call("PUT", f"variables/{path_segment(body.key)}", json=payload)
     return EMPTY
 
 
@@ -277,7 +271,7 @@ class DeleteVariable(Body):
 
 @_route(DeleteVariable)
 def _delete_variable(api: Api, body: DeleteVariable) -> Reply:
-    api.call("DELETE", f"variables/{_seg(body.key)}")
+    api.call("DELETE", f"variables/{path_segment(body.key)}")
     return OK
 
 
@@ -292,7 +286,7 @@ class _XComBody(Body):
 
     @property
     def path(self) -> str:
-        return _xcom_path(self.dag_id, self.run_id, self.task_id, self.key)
+        return xcom_path(self.dag_id, self.run_id, self.task_id, self.key)
 
 
 class GetXCom(_XComBody):
@@ -531,7 +525,7 @@ def _get_previous_ti(api: Api, body: GetPreviousTI) -> Reply:
         params["logical_date"] = body.logical_date
     if body.state:
         params["state"] = body.state
-    path = f"task-instances/previous/{_seg(body.dag_id)}/{_seg(body.task_id)}"
+    path = f"task-instances/previous/{path_segment(body.dag_id)}/{path_segment(body.task_id)}"
     return _field("PreviousTIResult", "task_instance", _object_or_none(api.get(path, params)))
 
 
@@ -557,7 +551,7 @@ class GetDagRun(Body):
 
 @_route(GetDagRun)
 def _get_dag_run(api: Api, body: GetDagRun) -> Reply:
-    path = f"dag-runs/{_seg(body.dag_id)}/{_seg(body.run_id)}"
+    path = f"dag-runs/{path_segment(body.dag_id)}/{path_segment(body.run_id)}"
     return _result("DagRunResult", api.call("GET", path))
 
 
@@ -567,7 +561,7 @@ class GetDagRunState(GetDagRun):
 
 @_route(GetDagRunState)
 def _get_dag_run_state(api: Api, body: GetDagRunState) -> Reply:
-    path = f"dag-runs/{_seg(body.dag_id)}/{_seg(body.run_id)}/state"
+    path = f"dag-runs/{path_segment(body.dag_id)}/{path_segment(body.run_id)}/state"
     return _result("DagRunStateResult", api.call("GET", path))
 
 
@@ -605,7 +599,7 @@ def _trigger_dag_run(api: Api, body: TriggerDagRun) -> Reply:
     payload |= {k: v for k, v in optional.items() if v is not None}
     if body.reset_dag_run is not False:
         payload["reset_dag_run"] = body.reset_dag_run
-    path = f"dag-runs/{_seg(body.dag_id)}/{_seg(body.run_id)}"
+    path = f"dag-runs/{path_segment(body.dag_id)}/{path_segment(body.run_id)}"
     try:
         api.call("POST", path, json=payload)
     except Conflict:
@@ -621,7 +615,7 @@ class GetDag(Body):
 
 @_route(GetDag)
 def _get_dag(api: Api, body: GetDag) -> Reply:
-    return _result("DagResult", api.call("GET", f"dags/{_seg(body.dag_id)}"))
+    return _result("DagResult", api.call("GET", f"dags/{path_segment(body.dag_id)}"))
 
 
 # --- assets and asset events ------------------------------------------------------------------
@@ -746,7 +740,7 @@ def _clear_task_state_store(api: Api, body: ClearTaskStateStore) -> Reply:
 
 
 def _task_store(ti_id: uuid.UUID, key: str | None = None) -> str:
-    return f"store/ti/{ti_id}" if key is None else f"store/ti/{ti_id}/{_seg(key)}"
+    return f"store/ti/{ti_id}" if key is None else f"store/ti/{ti_id}/{path_segment(key)}"
 
 
 # An asset's store is addressed by name or by uri: each body comes in both kinds, the same

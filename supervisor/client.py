@@ -137,42 +137,42 @@ class ExecutionApiClient:
 
     def get_variable(self, key: str) -> VariableResponse:
         """``GET /variables/{key}``."""
-        resp = self.request("GET", f"variables/{_seg(key)}")
+        resp = self.request("GET", f"variables/{path_segment(key)}")
         return msgspec.json.decode(resp.content, type=VariableResponse)
 
     def put_variable(self, key: str, value: str, description: str | None) -> None:
         """``PUT /variables/{key}``."""
         self.request(
             "PUT",
-            f"variables/{_seg(key)}",
+            f"variables/{path_segment(key)}",
             body=VariablePostBody(val=value, description=description),
         )
 
     def delete_variable(self, key: str) -> None:
         """``DELETE /variables/{key}``."""
-        self.request("DELETE", f"variables/{_seg(key)}")
+        self.request("DELETE", f"variables/{path_segment(key)}")
 
     def get_connection(self, conn_id: str) -> ConnectionResponse:
         """``GET /connections/{conn_id}``."""
-        resp = self.request("GET", f"connections/{_seg(conn_id)}")
+        resp = self.request("GET", f"connections/{path_segment(conn_id)}")
         return msgspec.json.decode(resp.content, type=ConnectionResponse)
 
     def get_xcom(
         self, dag_id: str, run_id: str, task_id: str, key: str, map_index: int
     ) -> XComResponse:
         """``GET /xcoms/{dag_id}/{run_id}/{task_id}/{key}``: any task's XCom."""
-        path = _xcom_path(dag_id, run_id, task_id, key)
+        path = xcom_path(dag_id, run_id, task_id, key)
         resp = self.request("GET", path, params={"map_index": map_index})
         return msgspec.json.decode(resp.content, type=XComResponse)
 
     def set_xcom(self, ti: TIIdentity, key: str, value: bytes) -> None:
         """``POST /xcoms/...`` as task instance ``ti``; ``value`` is already JSON."""
-        path = _xcom_path(ti.dag_id, ti.run_id, ti.task_id, key)
+        path = xcom_path(ti.dag_id, ti.run_id, ti.task_id, key)
         self.request("POST", path, content=value, params={"map_index": ti.map_index})
 
     def delete_xcom(self, ti: TIIdentity, key: str) -> None:
         """``DELETE /xcoms/...`` of task instance ``ti``."""
-        path = _xcom_path(ti.dag_id, ti.run_id, ti.task_id, key)
+        path = xcom_path(ti.dag_id, ti.run_id, ti.task_id, key)
         self.request("DELETE", path, params={"map_index": ti.map_index})
 
     # --- the one request path ------------------------------------------------------
@@ -247,9 +247,12 @@ def _detail(resp: Response) -> Any:
     return body.get("detail", body) if isinstance(body, dict) else body
 
 
-def _seg(value: str) -> str:
+def path_segment(value: str) -> str:
+    """``value`` as one path segment of a URL (``/`` and everything else escaped)."""
     return quote(value, safe="")
 
 
-def _xcom_path(dag_id: str, run_id: str, task_id: str, key: str) -> str:
-    return f"xcoms/{_seg(dag_id)}/{_seg(run_id)}/{_seg(task_id)}/{quote(key, safe='/')}"
+def xcom_path(dag_id: str, run_id: str, task_id: str, key: str) -> str:
+    """The Execution API path of one XCom (its key may hold ``/``, as Airflow allows)."""
+    dag, run, task = (path_segment(part) for part in (dag_id, run_id, task_id))
+    return f"xcoms/{dag}/{run}/{task}/{quote(key, safe='/')}"

@@ -24,11 +24,13 @@ one would leak it, and their size is the server's.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+import msgspec
 from ahocorasick_rs import AhoCorasick, Implementation, MatchKind
 
 __all__ = [
@@ -136,6 +138,15 @@ class Masker:
         """Register ``value``; for dicts and lists, every string inside (under any key)."""
         with self._lock:
             self._register(self._new_secrets(value))
+
+    def add_connection(self, password: str | None, extra: str | None) -> None:
+        """Register a connection's secrets: its password, and its extra whole and (when it
+        is JSON) every string inside it."""
+        self.add(password)
+        if extra:
+            self.add(extra)
+            with contextlib.suppress(msgspec.DecodeError):  # not JSON: masked as one string
+                self.add(msgspec.json.decode(extra))
 
     def add_task_secret(self, value: Any) -> str | None:
         """Register ``value``, which the task supplied, within the try's limits.

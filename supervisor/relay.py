@@ -10,8 +10,6 @@ Every secret that passes through is registered with the masker before the task s
 
 from __future__ import annotations
 
-import contextlib
-
 import msgspec
 
 from comms.api import ConnectionResponse, TaskInstance
@@ -158,12 +156,7 @@ class Relay:
             self._masker.add(value)
 
     def _register_connection(self, conn: ConnectionResponse) -> None:
-        self._masker.add(conn.password)
-        if conn.extra:
-            self._masker.add(conn.extra)
-            # An extra that is not JSON is masked as one string.
-            with contextlib.suppress(msgspec.DecodeError):
-                self._masker.add(msgspec.json.decode(conn.extra))
+        self._masker.add_connection(conn.password, conn.extra)
 
 
 def _refusal(request: DataRequest, message: str) -> ErrorResponse:
