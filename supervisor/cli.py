@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--delete-activity",
         action="store_true",
-        help="delete the activity file once read (keeps the token off disk)",
+        help="delete the activity or workload file once read (keeps the token off disk, "
+        "out of the task's reach)",
     )
     for setting in settings():
         p.add_argument(
@@ -195,6 +196,12 @@ def _supervise_workload(args: argparse.Namespace, workload: Workload, zygote: Zy
     if args.server is not None:
         check_server_url(args.server, "--server")
     config = _config(args)
+    if args.activity != "-" and not args.delete_activity:
+        # The task runs as this user: it could read the file its supervisor's argv names.
+        _say(
+            f"supervise: warning: the task can read {args.activity!r}, which holds the token; "
+            "pipe the workload to 'supervise -' or pass --delete-activity"
+        )
     if workload.unknown_fields:
         _say(
             "supervise: warning: workload fields this supervise does not know, ignored: "

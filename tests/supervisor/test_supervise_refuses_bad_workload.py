@@ -159,3 +159,37 @@ def test_a_log_folder_that_cannot_hold_the_task_log_is_refused_naming_the_settin
     )
 
     assert_refused(code, stderr, listener, "base_log_folder", "cannot open the task log")
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["kept", "deleted"])
+def test_a_workload_file_left_on_disk_draws_a_warning_that_the_task_could_read_it(
+    tmp_path: Path, listener: socket.socket, delete: bool
+) -> None:
+    path = tmp_path / "workload.json"
+    path.write_text(json.dumps(workload()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TASKVISOR"))}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=(
+            f"http://127.0.0.1:{listener.getsockname()[1]}/execution/"
+        ),
+        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(tmp_path / "logs"),
+        TASKVISOR_API_RETRY_BUDGET="0.1",
+        TASKVISOR_API_TIMEOUT="0.2",  # the listener never answers: /run fails, exit 3
+    )
+    flags = ["--delete-activity"] if delete else []
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "supervisor", str(path), *flags],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert proc.returncode == 3, proc.stderr
+    warned = "the task can read" in proc.stderr
+    assert warned is not delete, proc.stderr
+    assert path.exists() is not delete
