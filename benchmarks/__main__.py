@@ -1,7 +1,8 @@
 """``python -m benchmarks``: measure taskvisor against its floors (and Airflow), print a table.
 
-Options: ``--quick`` (fewer and smaller runs), ``--peer airflow`` (also run the trivial task
-through Airflow 3.3's own supervisor and ours against one Airflow api-server), ``--only``
+Options: ``--quick`` (fewer and smaller runs), ``--peer airflow`` (also run the trivial task,
+and the same DAG task under Airflow's own task runner, through Airflow 3.3's own supervisor
+and ours against one Airflow api-server: ``benchmarks/peer_airflow.py``), ``--only``
 (some benchmarks), ``--out`` (the JSON file; default ``benchmarks/results/latest.json``).
 """
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from apiserver.testing import ReferenceServer
-from benchmarks.procfs import children_of, status_kib
+from benchmarks.procfs import children_of, pss_kib, status_kib
 
 __all__ = [
     "BENCH_DIR",
@@ -32,6 +32,7 @@ __all__ = [
     "TASKS",
     "Bench",
     "HeartbeatRecorder",
+    "PeakSampler",
     "Run",
     "recorded_server",
     "supervise_argv",
@@ -84,14 +85,19 @@ class Run:
             return [json.loads(line) for line in f]
 
 
-class _PeakSampler(threading.Thread):
-    """Polls VmHWM of a supervisor and its child until the supervisor is gone."""
+class PeakSampler(threading.Thread):
+    """Polls VmHWM of a supervisor and of its first child until the supervisor is gone
+    (set ``done`` and join to stop it earlier); the peaks, in KiB, are ``supervisor`` and
+    ``child``. With ``pss``, also the largest PSS of the two together seen (``pair_pss``:
+    pages they share counted once, where each one's RSS counts them in full)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, pss: bool = False) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.supervisor = 0
         self.child = 0
+        self.pair_pss = 0
+        self._pss = pss
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -106,6 +112,11 @@ class _PeakSampler(threading.Thread):
                 child = kids[0] if kids else None
             if child is not None:
                 self.child = max(self.child, status_kib(child, "VmHWM") or 0)
+            if self._pss:
+                pair = pss_kib(self.pid) or 0
+                if child is not None:
+                    pair += pss_kib(child) or 0
+                self.pair_pss = max(self.pair_pss, pair)
             time.sleep(0.001)
 
 
@@ -165,7 +176,7 @@ class Bench:
         proc = self.start(activity, flags)
         sampler = None
         if peak:
-            sampler = _PeakSampler(proc.pid)
+            sampler = PeakSampler(proc.pid)
             sampler.start()
         watchdog = threading.Timer(SUPERVISE_TIMEOUT, proc.kill)
         watchdog.start()
