@@ -162,6 +162,49 @@ def airflow_installer() -> Callable[[Path], Path]:
     return ensure_airflow_venv
 
 
+#: Runs a script in the Airflow venv: ``run(script, env=..., cwd=..., stdin="")``; the script
+#: prints one JSON document as its last line (Airflow may log to stdout before it).
+AirflowScript = Callable[..., Any]
+
+
+@pytest.fixture(scope="session")
+def run_airflow_script() -> AirflowScript:
+    """Run a ``python -c`` script in the Airflow venv and return the JSON it printed last."""
+    python = ensure_airflow_venv()
+
+    def run(script: str, *, env: dict[str, str], cwd: Path, stdin: str = "") -> Any:
+        result = subprocess.run(
+            [python, "-c", script],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        return json.loads(result.stdout.splitlines()[-1])
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def run_in_airflow(
+    run_airflow_script: AirflowScript, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, str], Any]:
+    """``run(script, stdin="")`` in the Airflow venv, in a fresh home with no server."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    # One attempt per call: no fake answer a test gives is worth Airflow's retry back-off.
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__WORKERS__EXECUTION_API_RETRIES="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return lambda script, stdin="": run_airflow_script(script, env=env, cwd=home, stdin=stdin)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

@@ -16,13 +16,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import msgspec
-import pytest
-from conftest import ensure_airflow_venv
 
 from comms.airflow_frames import (
     FrameDecoder,
@@ -130,30 +125,6 @@ for key in ("greeting", "missing", "empty"):
 
 print(json.dumps({"requests": requests, "responses": responses}))
 """
-
-
-@pytest.fixture(scope="module")
-def run_in_airflow(tmp_path_factory: pytest.TempPathFactory):
-    python = ensure_airflow_venv()
-    home = tmp_path_factory.mktemp("airflow_home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=str(home), PYTHONDONTWRITEBYTECODE="1")
-
-    def run(script: str, stdin: str = "") -> dict:
-        result = subprocess.run(
-            [python, "-c", script],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=Path(home),
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
-        return json.loads(result.stdout.splitlines()[-1])
-
-    return run
 
 
 def read_all(frame_type, stream: bytes) -> list:

@@ -26,15 +26,12 @@ import datetime as dt
 import json
 import os
 import socket
-import subprocess
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from conftest import ensure_airflow_venv
 
 from comms.airflow_frames import encode_response
 from comms.api import TIEnterRunningPayload
@@ -191,37 +188,11 @@ print(json.dumps(results))
 )
 
 
-@pytest.fixture(scope="module")
-def run_in_airflow(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Any], Any]:
-    """Run a script in the Airflow venv with a JSON document on stdin; return its JSON answer."""
-    python = ensure_airflow_venv()
-    home = tmp_path_factory.mktemp("airflow_home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    # One attempt per call: no fake answer here is worth Airflow's retry back-off.
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__WORKERS__EXECUTION_API_RETRIES="1")
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-
-    def run(script: str, document: Any) -> Any:
-        result = subprocess.run(
-            [python, "-c", script],
-            input=json.dumps(document),
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=Path(home),
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
-        return json.loads(result.stdout.splitlines()[-1])  # Airflow logs to stdout before
-
-    return run
-
-
-def runner_sees(run_in_airflow: Callable[[str, Any], Any], replies: list[Reply]) -> list[Any]:
+def runner_sees(run_in_airflow: Callable[[str, str], Any], replies: list[Reply]) -> list[Any]:
     """What Airflow's runner makes of each reply, framed by taskvisor."""
     frames = [encode_response(n, reply.body, error=reply.error) for n, reply in enumerate(replies)]
-    return run_in_airflow(RUNNER, [base64.b64encode(frame).decode() for frame in frames])  # type: ignore[no-any-return]
+    encoded = [base64.b64encode(frame).decode() for frame in frames]
+    return run_in_airflow(RUNNER, json.dumps(encoded))  # type: ignore[no-any-return]
 
 
 # --- 1. coverage -----------------------------------------------------------------------------
@@ -230,7 +201,7 @@ def runner_sees(run_in_airflow: Callable[[str, Any], Any], replies: list[Reply])
 def test_every_body_airflows_runner_can_send_is_served_supervised_or_refused_by_name(
     run_in_airflow,
 ):
-    airflow = run_in_airflow(COVERAGE, None)
+    airflow = run_in_airflow(COVERAGE, "null")
     bodies = set(airflow["to_supervisor"])
 
     assert len(bodies) == 55  # Airflow 3.3.2; a new body type must be placed below
@@ -541,7 +512,7 @@ PARITY_CASES = {
 
 @pytest.fixture(scope="module")
 def parity(run_in_airflow) -> dict[str, Any]:
-    return run_in_airflow(PARITY, PARITY_CASES)  # type: ignore[no-any-return]
+    return run_in_airflow(PARITY, json.dumps(PARITY_CASES))  # type: ignore[no-any-return]
 
 
 def test_the_parity_cases_cover_every_body_the_relay_serves():

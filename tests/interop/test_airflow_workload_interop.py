@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from conftest import ensure_airflow_venv
 
 from comms.activity import ActivityError
 from comms.workload import BundleInfo, Workload, WorkloadTI, is_workload, parse_workload
@@ -38,25 +37,6 @@ from supervisor.airflow_config import (
 )
 
 TOKEN = "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0aSJ9.c2lnbmF0dXJlLW5vdC1jaGVja2Vk"
-AIRFLOW_TIMEOUT = 180
-
-
-def run_airflow(
-    python: Path, script: str, env: dict[str, str], cwd: Path, stdin: str = ""
-) -> dict[str, Any]:
-    """Run ``script`` in the Airflow venv; it writes one JSON document as its last line."""
-    result = subprocess.run(
-        [python, "-c", script],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=AIRFLOW_TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def base_env(tmp: Path) -> dict[str, str]:
@@ -169,15 +149,10 @@ out.write(json.dumps({"same_ti": same_ti, "read_with_unknown": type(read).__name
 
 
 @pytest.fixture(scope="module")
-def airflow_python() -> Path:
-    return ensure_airflow_venv()
-
-
-@pytest.fixture(scope="module")
-def made_by_airflow(airflow_python: Path, tmp_path_factory: pytest.TempPathFactory):
+def made_by_airflow(run_airflow_script, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("workload_models")
     env = {**base_env(home), "AIRFLOW_HOME": str(home)}
-    return run_airflow(airflow_python, AIRFLOW_MAKES.replace("sys.argv[1]", repr(TOKEN)), env, home)
+    return run_airflow_script(AIRFLOW_MAKES.replace("sys.argv[1]", repr(TOKEN)), env=env, cwd=home)
 
 
 def test_every_field_airflows_models_can_carry_is_parsed_equal(made_by_airflow):
@@ -204,7 +179,7 @@ def test_airflows_other_workload_kinds_are_workloads_we_refuse(made_by_airflow):
 
 
 def test_what_we_pass_on_and_what_we_ignore_airflow_reads_the_same(
-    made_by_airflow, airflow_python, tmp_path
+    made_by_airflow, run_airflow_script, tmp_path
 ):
     originals = made_by_airflow["tasks"]
     pairs = [[text, parse_workload(text.encode()).ti_document] for text in originals]
@@ -220,7 +195,7 @@ def test_what_we_pass_on_and_what_we_ignore_airflow_reads_the_same(
     )
     env = {**base_env(tmp_path), "AIRFLOW_HOME": str(tmp_path)}
     stdin = json.dumps({"pairs": pairs, "with_unknown": text})
-    read = run_airflow(airflow_python, AIRFLOW_READS, env, tmp_path, stdin)
+    read = run_airflow_script(AIRFLOW_READS, env=env, cwd=tmp_path, stdin=stdin)
     assert read["same_ti"] == [True] * len(originals)
     assert read["read_with_unknown"] == "ExecuteTask"  # Airflow ignores them too
 
@@ -389,7 +364,9 @@ Reading = tuple[AirflowSettings | AirflowConfigError, dict[str, Any], Path]
 
 
 @pytest.fixture(scope="module")
-def readings(airflow_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Reading]:
+def readings(
+    run_airflow_script: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Reading]:
     """Each case read by us, then by Airflow in its own interpreter (two at a time)."""
     cases = {name: (env, cfg) for name, (env, cfg) in AGREEING.items()}
     cases.update({name: (env, cfg) for name, (env, cfg, *_) in REFUSED.items()})
@@ -405,7 +382,7 @@ def readings(airflow_python: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     def by_airflow(name: str) -> dict[str, Any]:
         _, env, tmp = prepared[name]
-        return run_airflow(airflow_python, AIRFLOW_CONFIG_READ, env, tmp)
+        return run_airflow_script(AIRFLOW_CONFIG_READ, env=env, cwd=tmp)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         theirs = dict(zip(prepared, pool.map(by_airflow, prepared), strict=True))

@@ -54,14 +54,8 @@ def workload(**changes: Any) -> dict[str, Any]:
     return document
 
 
-def run_supervise(
-    tmp_path: Path,
-    listener: socket.socket,
-    document: dict[str, Any],
-    *args: str,
-    **settings: str,
-) -> tuple[int, str]:
-    """Exit code and stderr of ``supervise - [args]`` in a worker's environment."""
+def worker_env(tmp_path: Path, listener: socket.socket, **settings: str) -> dict[str, str]:
+    """A worker's environment whose Execution API is the ``listener``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TASKVISOR"))}
     env.update(
         AIRFLOW_HOME=str(tmp_path / "airflow"),
@@ -73,11 +67,22 @@ def run_supervise(
         TASKVISOR_API_RETRY_BUDGET="1",
     )
     env.update(settings)
+    return env
+
+
+def run_supervise(
+    tmp_path: Path,
+    listener: socket.socket,
+    document: dict[str, Any],
+    *args: str,
+    **settings: str,
+) -> tuple[int, str]:
+    """Exit code and stderr of ``supervise - [args]`` in a worker's environment."""
     proc = subprocess.run(
         [sys.executable, "-m", "supervisor", "-", *args],
         input=json.dumps(document).encode(),
         cwd=tmp_path,
-        env=env,
+        env=worker_env(tmp_path, listener, **settings),
         capture_output=True,
         timeout=60,
         check=False,
@@ -167,15 +172,9 @@ def test_a_workload_file_left_on_disk_draws_a_warning_that_the_task_could_read_i
 ) -> None:
     path = tmp_path / "workload.json"
     path.write_text(json.dumps(workload()))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TASKVISOR"))}
-    env.update(
-        AIRFLOW_HOME=str(tmp_path / "airflow"),
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=(
-            f"http://127.0.0.1:{listener.getsockname()[1]}/execution/"
-        ),
-        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(tmp_path / "logs"),
-        TASKVISOR_API_RETRY_BUDGET="0.1",
-        TASKVISOR_API_TIMEOUT="0.2",  # the listener never answers: /run fails, exit 3
+    # The listener never answers: /run fails, exit 3.
+    env = worker_env(
+        tmp_path, listener, TASKVISOR_API_RETRY_BUDGET="0.1", TASKVISOR_API_TIMEOUT="0.2"
     )
     flags = ["--delete-activity"] if delete else []
 
