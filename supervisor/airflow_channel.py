@@ -35,6 +35,7 @@ from comms.api import TaskInstance
 from comms.workload import Workload
 from supervisor.airflow_config import AirflowSettings
 from supervisor.airflow_relay import AirflowRelay, Reply
+from supervisor.airflow_routes import error_body
 from supervisor.config import SupervisorConfig
 from supervisor.http import Transport
 from supervisor.outbox import Outbox
@@ -206,27 +207,22 @@ class AirflowChannel:
                 self._reply(frame.id, _error(f"bad frame: {frame.reason}"))
             self.supervision.protocol_broken(f"{frame.reason} ({frame.size} bytes)")
             return
-        body = frame.body
-        kind = body.get("type") if isinstance(body, dict) else None
+        body = frame.body or {}
+        kind = body.get("type")
         if kind in _TERMINAL_STATES:
-            assert isinstance(body, dict)
             self._on_terminal(frame.id, kind, body)
         elif kind == "ResendLoggingFD":
             self._send_new_log_fd(frame.id)
+        elif (local := self.relay.answer_locally(body)) is not None:
+            if local.error is not None:
+                self.log.supervisor(
+                    "warning", "Refused a request of the task runner", type=kind, **local.error
+                )
+            self._reply(frame.id, local)
         else:
-            local = self.relay.answer_locally(body if isinstance(body, dict) else {})
-            if local is not None:
-                if local.error is not None:
-                    self.log.supervisor(
-                        "warning", "Refused a request of the task runner", type=kind, **local.error
-                    )
-                self._reply(frame.id, local)
-                return
             rid = frame.id
-            request = body
-            assert isinstance(request, dict)
             self.supervision.run_remote(
-                lambda: self.relay.answer_remote(request),
+                lambda: self.relay.answer_remote(body),
                 lambda result: self._answered(rid, result),
             )
 
@@ -363,6 +359,4 @@ class JsonLogStream:
 
 
 def _error(message: str) -> Reply:
-    return Reply(
-        error={"type": "ErrorResponse", "error": "GENERIC_ERROR", "detail": {"message": message}}
-    )
+    return Reply(error=error_body("GENERIC_ERROR", {"message": message}))
