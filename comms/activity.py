@@ -265,7 +265,7 @@ def _check(activity: Activity) -> None:
             raise ActivityError(path, "contains a NUL byte")
     if (activity.entrypoint is None) == (activity.command is None):
         raise ActivityError("$", "give exactly one of 'entrypoint' and 'command'")
-    if activity.entrypoint is not None and not _ENTRYPOINT.match(activity.entrypoint):
+    if activity.entrypoint is not None and not _ENTRYPOINT.fullmatch(activity.entrypoint):
         raise ActivityError(
             "$.entrypoint",
             f"got {_shown(activity.entrypoint)}; expected 'package.module:callable' "
@@ -411,7 +411,7 @@ def _check_exec_strings(activity: Activity) -> None:
         path = f"$.env.{_path_key(name)}"
         if "\0" in value:
             raise ActivityError(path, "the value contains a NUL byte")
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             raise ActivityError(path, "expected a variable name of letters, digits and _")
         size = len(name) + 1 + len(value.encode()) + 1
         if size > MAX_EXEC_STRING_BYTES:

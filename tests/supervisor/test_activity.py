@@ -180,7 +180,8 @@ def test_neither_entrypoint_nor_command_is_refused():
 
 
 @pytest.mark.parametrize(
-    "entrypoint", ["pkg.mod", "pkg.mod:", ":run", "pkg mod:run", "pkg.mod:1run", "a:b:c"]
+    "entrypoint",
+    ["pkg.mod", "pkg.mod:", ":run", "pkg mod:run", "pkg.mod:1run", "a:b:c", "pkg.mod:run\n"],
 )
 def test_bad_entrypoint_names_the_expected_forms(entrypoint):
     error = error_for(activity(entrypoint=entrypoint))
@@ -219,7 +220,7 @@ def test_map_index_below_minus_one_is_refused():
     assert error.field == "$.ti.map_index"
 
 
-@pytest.mark.parametrize("name", ["1ABC", "A-B", "A B", "", "A=B"])
+@pytest.mark.parametrize("name", ["1ABC", "A-B", "A B", "", "A=B", "A\n"])
 def test_env_names_must_be_identifiers(name):
     error = error_for(activity(env={name: "x"}))
     assert error.field == f"$.env.{name}"
