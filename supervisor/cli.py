@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import functools
 import gc
+import importlib.util
 import os
 import sys
 from typing import TYPE_CHECKING, NoReturn
@@ -191,6 +192,7 @@ def _supervise_workload(args: argparse.Namespace, workload: Workload, zygote: Zy
     """Run Airflow's ``ExecuteTask`` workload with Airflow's own task runner in the task child."""
     from comms.activity import check_server_url
     from supervisor.airflow_config import read_airflow_settings
+    from supervisor.errors import ActivityError
 
     airflow = read_airflow_settings()
     if args.server is not None:
@@ -201,6 +203,13 @@ def _supervise_workload(args: argparse.Namespace, workload: Workload, zygote: Zy
         _say(
             f"supervise: warning: the task can read {args.activity!r}, which holds the token; "
             "pipe the workload to 'supervise -' or pass --delete-activity"
+        )
+    if importlib.util.find_spec("airflow") is None:  # looks for the package, imports nothing
+        raise ActivityError(
+            "$.type",
+            "an Airflow workload runs Airflow's own task runner, and Airflow is not installed "
+            f"for {sys.executable}: install taskvisor into the Airflow worker's environment",
+            document="workload",
         )
     if workload.unknown_fields:
         _say(

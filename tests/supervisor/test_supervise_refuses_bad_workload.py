@@ -90,6 +90,12 @@ def run_supervise(
     return proc.returncode, proc.stderr.decode()
 
 
+#: ``supervise`` as run where Airflow is not installed (the import system finds no package).
+WITHOUT_AIRFLOW = (
+    "import sys; sys.modules['airflow'] = None; from supervisor.cli import main; main()"
+)
+
+
 def assert_refused(code: int, stderr: str, listener: socket.socket, *words: str) -> None:
     assert code == 2, stderr
     lines = stderr.strip().splitlines()
@@ -153,14 +159,38 @@ def test_the_server_flag_is_refused_for_an_activity_which_names_its_own(
     assert_refused(code, stderr, listener, "--server")
 
 
+def test_a_workload_where_airflow_is_not_installed_is_refused_saying_where_to_install(
+    tmp_path: Path, listener: socket.socket
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_AIRFLOW, "-"],
+        input=json.dumps(workload()).encode(),
+        cwd=tmp_path,
+        env=worker_env(tmp_path, listener),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+    stderr = proc.stderr.decode()
+    assert_refused(proc.returncode, stderr, listener, "Airflow is not installed", "worker")
+
+
 def test_a_log_folder_that_cannot_hold_the_task_log_is_refused_naming_the_setting(
     tmp_path: Path, listener: socket.socket
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
+    installed = tmp_path / "site"  # an `airflow` package to find, wherever the test runs
+    (installed / "airflow").mkdir(parents=True)
+    (installed / "airflow" / "__init__.py").write_text("")
 
     code, stderr = run_supervise(
-        tmp_path, listener, workload(), AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(blocker)
+        tmp_path,
+        listener,
+        workload(),
+        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(blocker),
+        PYTHONPATH=str(installed),
     )
 
     assert_refused(code, stderr, listener, "base_log_folder", "cannot open the task log")
@@ -172,14 +202,11 @@ def test_a_workload_file_left_on_disk_draws_a_warning_that_the_task_could_read_i
 ) -> None:
     path = tmp_path / "workload.json"
     path.write_text(json.dumps(workload()))
-    # The listener never answers: /run fails, exit 3.
-    env = worker_env(
-        tmp_path, listener, TASKVISOR_API_RETRY_BUDGET="0.1", TASKVISOR_API_TIMEOUT="0.2"
-    )
+    env = worker_env(tmp_path, listener)
     flags = ["--delete-activity"] if delete else []
 
     proc = subprocess.run(
-        [sys.executable, "-m", "supervisor", str(path), *flags],
+        [sys.executable, "-c", WITHOUT_AIRFLOW, str(path), *flags],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -188,7 +215,7 @@ def test_a_workload_file_left_on_disk_draws_a_warning_that_the_task_could_read_i
         check=False,
     )
 
-    assert proc.returncode == 3, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # refused later, for want of Airflow here
     warned = "the task can read" in proc.stderr
     assert warned is not delete, proc.stderr
     assert path.exists() is not delete
