@@ -5,7 +5,11 @@ interpreter; and the runtime dependencies of pyproject.toml, each imported where
 * ``sdk`` never imports ``supervisor``, ``apiserver``, ``httpx`` or ``jwt``: the task child
   has no network client and no token code in it;
 * ``supervisor`` never imports ``apiserver``, nor ``httpx``/``httpcore``: its HTTP is h11
-  over sockets (``supervisor.http``), ~45 ms less start-up for every task try.
+  over sockets (``supervisor.http``), ~45 ms less start-up for every task try;
+* Airflow's scheduler side (anything of ``airflow`` but its task SDK, ``airflow.sdk``) is
+  imported by ``taskvisor_airflow/executor.py`` alone; the task child
+  (``taskvisor_airflow.task_child``) never imports it nor the executor, and importing the
+  package ``taskvisor_airflow`` loads neither (``TaskvisorExecutor`` is exported lazily).
 """
 
 from __future__ import annotations
@@ -36,16 +40,28 @@ FORBIDDEN = {
 AIRFLOW_ENTRY = {"supervisor/spawn.py"}
 
 
-def imported_top_level_names(path: Path) -> dict[str, int]:
-    """Top-level module names a source file imports (anywhere in it), with a line number."""
+#: The one module that imports Airflow's scheduler side: the executor the scheduler loads.
+SCHEDULER_SIDE_ENTRY = {"taskvisor_airflow/executor.py"}
+#: Every package of the product, where the scheduler-side rule is checked.
+PRODUCT_PACKAGES = ("comms", "sdk", "supervisor", "apiserver", "taskvisor_airflow")
+TASK_CHILD = "taskvisor_airflow/task_child.py"
+
+
+def imported_modules(path: Path) -> dict[str, int]:
+    """Modules a source file imports (anywhere in it), by dotted name, with a line number.
+
+    ``from a.b import c`` counts as importing ``a.b`` and ``a.b.c`` (``c`` may be a module).
+    """
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found: dict[str, int] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                found.setdefault(alias.name.split(".")[0], node.lineno)
+                found.setdefault(alias.name, node.lineno)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.setdefault(node.module.split(".")[0], node.lineno)
+            found.setdefault(node.module, node.lineno)
+            for alias in node.names:
+                found.setdefault(f"{node.module}.{alias.name}", node.lineno)
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute | ast.Name)
@@ -54,8 +70,24 @@ def imported_top_level_names(path: Path) -> dict[str, int]:
             and isinstance(node.args[0], ast.Constant)
             and isinstance(node.args[0].value, str)
         ):
-            found.setdefault(node.args[0].value.split(".")[0], node.lineno)
+            found.setdefault(node.args[0].value, node.lineno)
     return found
+
+
+def imported_top_level_names(path: Path) -> dict[str, int]:
+    """Top-level module names a source file imports (anywhere in it), with a line number."""
+    found: dict[str, int] = {}
+    for module, line in imported_modules(path).items():
+        top = module.split(".")[0]
+        found[top] = min(line, found.get(top, line))
+    return found
+
+
+def is_airflow_scheduler_side(module: str) -> bool:
+    """Whether ``module`` is Airflow beyond its task SDK: executors, models, jobs, the
+    api-server, its configuration, ... (``airflow.sdk`` is what a task runner imports)."""
+    parts = module.split(".")
+    return parts[0] == "airflow" and parts[1:2] != ["sdk"]
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -103,6 +135,59 @@ def test_only_the_zygote_names_the_package_that_imports_airflow():
     assert set(naming) <= AIRFLOW_ENTRY, naming
 
 
+def test_only_the_executor_imports_airflows_scheduler_side():
+    importing = sorted(
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for package in PRODUCT_PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if str(path.relative_to(ROOT)) not in SCHEDULER_SIDE_ENTRY
+        for module, line in imported_modules(path).items()
+        if is_airflow_scheduler_side(module)
+    )
+    assert not importing, "\n".join(importing)
+
+
+def test_the_task_child_never_imports_the_executor_nor_airflows_scheduler_side():
+    imported = imported_modules(ROOT / TASK_CHILD)
+    forbidden = sorted(
+        f"{TASK_CHILD}:{line} imports {module}"
+        for module, line in imported.items()
+        if is_airflow_scheduler_side(module)
+        or module.startswith(("taskvisor_airflow.executor", "taskvisor_airflow.TaskvisorExecutor"))
+    )
+    assert not forbidden, "\n".join(forbidden)
+    assert any(module.startswith("airflow.sdk") for module in imported)  # the scan sees it
+
+
+def test_importing_the_package_and_its_task_child_loads_neither_the_executor_nor_airflow():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, taskvisor_airflow, taskvisor_airflow.task_child, "
+            "taskvisor_airflow.supervise_processes; print(json.dumps(sorted(sys.modules)))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout))
+    assert "taskvisor_airflow.task_child" in loaded
+    assert "taskvisor_airflow.executor" not in loaded
+    assert not [name for name in loaded if name.split(".")[0] == "airflow"]
+
+
+def test_airflow_scheduler_side_is_everything_of_airflow_but_its_task_sdk():
+    assert is_airflow_scheduler_side("airflow.executors.base_executor")
+    assert is_airflow_scheduler_side("airflow.models")
+    assert is_airflow_scheduler_side("airflow")
+    assert not is_airflow_scheduler_side("airflow.sdk.execution_time.task_runner")
+    assert not is_airflow_scheduler_side("airflow_sdk_lookalike")
+
+
 def test_the_supervisor_loads_no_airflow_code_before_or_after_the_fork():
     loaded = modules_after_importing_all_of("supervisor")
     assert not [name for name in loaded if name.split(".")[0] in {"airflow", "taskvisor_airflow"}]
@@ -127,6 +212,13 @@ def test_the_ast_scan_sees_every_import_form(tmp_path):
         "    importlib.import_module('supervisor.client')\n"
     )
     assert set(imported_top_level_names(source)) == {"os", "httpx", "jwt", "supervisor"}
+    assert set(imported_modules(source)) == {
+        "os.path",
+        "httpx",
+        "httpx.Client",
+        "jwt",
+        "supervisor.client",
+    }
 
 
 # --- every runtime dependency serves the product --------------------------------------------

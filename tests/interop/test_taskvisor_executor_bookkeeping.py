@@ -306,3 +306,19 @@ print(json.dumps({
     assert seen["command"] == [str(venv_bin / "supervise"), "-"]
     assert seen["parallelism"] == 32  # Airflow's [core] parallelism default
     assert seen["flags"] == [True, False, False]
+
+
+def test_the_task_child_prepared_for_airflows_runner_never_loads_the_executor(run_in_airflow):
+    # Airflow's own runner loads parts of Airflow's scheduler side itself (its executor loader,
+    # models); what taskvisor adds must not: neither the executor nor Airflow's BaseExecutor.
+    seen = run_in_airflow(
+        """
+import json, sys
+import taskvisor_airflow.task_child
+taskvisor_airflow.task_child.prepare()
+print(json.dumps(sorted(sys.modules)))
+"""
+    )
+    assert "airflow.sdk.execution_time.task_runner" in seen
+    assert "taskvisor_airflow.executor" not in seen
+    assert "airflow.executors.base_executor" not in seen
