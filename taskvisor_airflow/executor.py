@@ -75,15 +75,12 @@ class TaskvisorExecutor(BaseExecutor):  # type: ignore[misc]
     #: within its own ``kill_grace`` and reports it) before it kills what is left.
     stop_grace: float = 30.0
 
-    def __init__(
-        self, *args: Any, supervise_command: Sequence[str] | None = None, **kwargs: Any
-    ) -> None:
-        """Airflow's arguments (``parallelism``, ``team_name``); ``supervise_command`` runs
-        ``supervise`` reading a workload from stdin (default: :func:`default_supervise_command`)."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Airflow's arguments (``parallelism``, ``team_name``), as ``ExecutorLoader`` passes."""
         super().__init__(*args, **kwargs)
-        command = supervise_command or default_supervise_command()
-        #: The running ``supervise`` processes, by TI key.
-        self.processes: SuperviseProcesses[Any] = SuperviseProcesses(command)
+        #: The running ``supervise`` processes, by TI key; ``processes.command`` is
+        #: :func:`default_supervise_command`.
+        self.processes: SuperviseProcesses[Any] = SuperviseProcesses(default_supervise_command())
         #: What each ``supervise`` runs with: this process's environment less the control
         #: plane's secrets, with the Execution API's URL.
         self.worker_env = worker_environment(os.environ, get_execution_api_server_url(self.conf))
@@ -116,8 +113,8 @@ class TaskvisorExecutor(BaseExecutor):  # type: ignore[misc]
         signal), stop them (:meth:`terminate`)."""
         if self.processes:
             self.log.info(
-                "Shutting down TaskvisorExecutor; waiting for %d running tries to finish. "
-                "Signal again to stop them.",
+                "Shutting down TaskvisorExecutor: waiting for its running tries (%d) to "
+                "finish. Signal again to stop them.",
                 len(self.processes),
             )
         try:

@@ -37,6 +37,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -495,6 +496,32 @@ class Airflow:
         response.raise_for_status()
         return response.json()["content"]  # type: ignore[no-any-return]
 
+    def rest_json(self, path: str, **params: Any) -> Any:
+        """``GET path`` on Airflow's public REST API, as JSON; an error status fails."""
+        response = self.rest.get(path, params=params)
+        response.raise_for_status()
+        return response.json()
+
+    def rest_trigger(self, dag_id: str) -> str:
+        """Unpause ``dag_id`` and trigger a run through the REST API, as a user does in the UI
+        (for a running scheduler to run); return the run id."""
+        self.rest.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        created = self.rest.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})
+        created.raise_for_status()
+        return str(created.json()["dag_run_id"])
+
+    def rest_task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+    ) -> list[dict[str, Any]]:
+        """A try's log records as Airflow's log reader serves them, by task id and map index."""
+        response = self.rest.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            headers={"Accept": "application/json"},
+            params={"full_content": "true", "map_index": map_index},
+        )
+        response.raise_for_status()
+        return response.json()["content"]  # type: ignore[no-any-return]
+
     def _ti_path(self, workload: Workload) -> str:
         path = (
             f"/api/v2/dags/{workload.dag_id}/dagRuns/{workload.run_id}"
@@ -541,12 +568,15 @@ def _wait_healthy(server: subprocess.Popen[bytes], base_url: str, log: Path) -> 
     pytest.fail(f"airflow api-server not healthy after {HEALTH_TIMEOUT} s:\n{tail}", False)
 
 
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    """TERM the api-server's process group, KILL it after a grace period, and wait."""
+def _stop(server: subprocess.Popen[bytes], grace: float = 3) -> None:
+    """TERM a server's process group, KILL it after ``grace`` seconds, and wait.
+
+    3 s by default: a throw-away server need not be waited for through its slow shutdown.
+    """
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGTERM)
     try:
-        server.wait(timeout=3)  # a throw-away server: no need to wait for its slow shutdown
+        server.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
@@ -659,3 +689,54 @@ def triggerer(airflow: Airflow) -> Iterator[Triggerer]:
         yield running
     finally:
         _stop(process)
+
+
+#: How long a scheduler gets to end on SIGTERM: its executor lets running tries finish first.
+SCHEDULER_STOP_GRACE = 60
+
+
+@dataclass
+class Scheduler:
+    """A running ``airflow scheduler`` on the session's Airflow home, and its output."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        """Everything it (and whatever it started on its stdout) wrote so far."""
+        return self.log.read_text(errors="replace")
+
+
+#: ``start_scheduler(executor, **settings)``: see the fixture.
+StartScheduler = Callable[..., AbstractContextManager[Scheduler]]
+
+
+@pytest.fixture(scope="session")
+def start_scheduler(airflow: Airflow) -> StartScheduler:
+    """``with start_scheduler("module.Executor", PARALLELISM="3") as scheduler:`` runs
+    Airflow's scheduler on the session's home with that ``[core] executor`` and ``[core]``
+    settings; on leaving, it is stopped (TERM, :data:`SCHEDULER_STOP_GRACE`, KILL) and
+    waited for, if it has not exited already."""
+    starts = itertools.count()
+
+    @contextlib.contextmanager
+    def start(executor: str, **core: str) -> Iterator[Scheduler]:
+        env = {**airflow.env, "AIRFLOW__CORE__EXECUTOR": executor}
+        env.update({f"AIRFLOW__CORE__{name.upper()}": value for name, value in core.items()})
+        log = airflow.home / f"scheduler-{next(starts)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                # No log server: Airflow binds it to every interface ([::] or 0.0.0.0).
+                [VENV / "bin" / "airflow", "scheduler", "--skip-serve-logs"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group, so teardown reaches it all
+            )
+        try:
+            yield Scheduler(process, log)
+        finally:
+            if process.poll() is None:
+                _stop(process, SCHEDULER_STOP_GRACE)
+
+    return start

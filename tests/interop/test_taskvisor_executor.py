@@ -13,13 +13,9 @@ scheduler's own log of the executor's events.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
-import os
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # test modules take the harness from the `airflow` fixture, never import it
-    from conftest import Airflow
+    from conftest import Airflow, Scheduler, StartScheduler
 
 DAG_ID = "taskvisor_executor"
 VENV_BIN = Path(__file__).resolve().parents[2] / ".airflow-venv" / "bin"
@@ -38,8 +34,6 @@ PARALLELISM = 3
 #: Scheduler start-up (~10 s), then ten tries of ~2-3 s each, three at a time, on 2 cores.
 RUN_TIMEOUT = 300
 POLL = 0.5
-#: The scheduler ends its executor on SIGTERM: running tries finish first.
-STOP_GRACE = 60
 
 #: Every try of the dag run: task id, map index, try number.
 TRIES = [
@@ -58,53 +52,11 @@ TRIES = [
 SECRET_NAME_WORDS = ("JWT", "SQL_ALCHEMY_CONN", "FERNET_KEY", "__SECRET_KEY")
 
 
-@dataclass
-class Scheduler:
-    """A running ``airflow scheduler`` with ``TaskvisorExecutor``, and its output."""
-
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        """Everything it (and each ``supervise`` it started) wrote so far."""
-        return self.log.read_text(errors="replace")
-
-
-def stop(process: subprocess.Popen[bytes], grace: float) -> None:
-    """TERM the process group, KILL it after ``grace`` seconds, and always wait."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 @pytest.fixture(scope="module")
-def scheduler(airflow: Airflow) -> Iterator[Scheduler]:
+def scheduler(start_scheduler: StartScheduler) -> Iterator[Scheduler]:
     """Airflow's scheduler on the session's home, running every try with TaskvisorExecutor."""
-    env = {
-        **airflow.env,
-        "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
-        "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
-    }
-    log = airflow.home / "scheduler-taskvisor-executor.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            # No log server: Airflow binds it to every interface; this executor serves none.
-            [VENV_BIN / "airflow", "scheduler", "--skip-serve-logs"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group, so teardown reaches all of it
-        )
-    running = Scheduler(process, log)
-    try:
+    with start_scheduler(EXECUTOR, PARALLELISM=str(PARALLELISM)) as running:
         yield running
-    finally:
-        stop(process, STOP_GRACE)
 
 
 @dataclass(frozen=True)
@@ -116,23 +68,13 @@ class Run:
     task_instances: dict[tuple[str, int], dict[str, Any]]
 
 
-def rest_json(airflow: Airflow, path: str, **params: Any) -> Any:
-    """``GET path`` on Airflow's public REST API, as JSON."""
-    response = airflow.rest.get(path, params=params)
-    response.raise_for_status()
-    return response.json()
-
-
 @pytest.fixture(scope="module")
 def run(airflow: Airflow, scheduler: Scheduler) -> Run:
     """Unpause and trigger the DAG through REST; poll until the scheduler ended the run."""
-    airflow.rest.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
-    created = airflow.rest.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
-    created.raise_for_status()
-    run_id = created.json()["dag_run_id"]
+    run_id = airflow.rest_trigger(DAG_ID)
     path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
     deadline = time.monotonic() + RUN_TIMEOUT
-    while (state := rest_json(airflow, path)["state"]) not in ("success", "failed"):
+    while (state := airflow.rest_json(path)["state"]) not in ("success", "failed"):
         if scheduler.process.poll() is not None:
             pytest.fail(
                 f"the scheduler exited ({scheduler.process.returncode}):\n"
@@ -143,7 +85,7 @@ def run(airflow: Airflow, scheduler: Scheduler) -> Run:
                 f"dag run still {state} after {RUN_TIMEOUT} s:\n{scheduler.output()[-6000:]}"
             )
         time.sleep(POLL)
-    listed = rest_json(airflow, f"{path}/taskInstances")["task_instances"]
+    listed = airflow.rest_json(f"{path}/taskInstances")["task_instances"]
     return Run(run_id, state, {(ti["task_id"], ti["map_index"]): ti for ti in listed})
 
 
@@ -154,35 +96,22 @@ def ti_path(run: Run, task_id: str) -> str:
 
 def xcom(airflow: Airflow, run: Run, task_id: str, map_index: int = -1) -> Any:
     """A task instance's ``return_value`` as Airflow's REST API serves it."""
-    entry = rest_json(
-        airflow, f"{ti_path(run, task_id)}/xcomEntries/return_value", map_index=map_index
+    entry = airflow.rest_json(
+        f"{ti_path(run, task_id)}/xcomEntries/return_value", map_index=map_index
     )
     return entry["value"]
 
 
-def log_records(
-    airflow: Airflow, run: Run, task_id: str, map_index: int, try_number: int
-) -> list[dict[str, Any]]:
-    """A try's log records as Airflow's log reader serves them to the UI."""
-    response = airflow.rest.get(
-        f"{ti_path(run, task_id)}/logs/{try_number}",
-        params={"map_index": map_index, "full_content": "true"},
-        headers={"Accept": "application/json"},
-    )
-    response.raise_for_status()
-    return response.json()["content"]  # type: ignore[no-any-return]
-
-
 def logged(airflow: Airflow, run: Run, task_id: str, map_index: int, try_number: int) -> str:
     """A try's log as Airflow's log reader serves it, one event per line."""
-    records = log_records(airflow, run, task_id, map_index, try_number)
+    records = airflow.rest_task_log(DAG_ID, run.run_id, task_id, try_number, map_index)
     return "\n".join(str(record.get("event")) for record in records)
 
 
 def tries(airflow: Airflow, run: Run, task_id: str, map_index: int = -1) -> list[dict[str, Any]]:
     """Every try of a task instance, from Airflow's task-instance history."""
     suffix = "" if map_index == -1 else f"/{map_index}"
-    listed = rest_json(airflow, f"{ti_path(run, task_id)}{suffix}/tries")["task_instances"]
+    listed = airflow.rest_json(f"{ti_path(run, task_id)}{suffix}/tries")["task_instances"]
     return sorted(listed, key=lambda ti: ti["try_number"])
 
 
@@ -257,7 +186,7 @@ def test_a_failing_try_is_retried_by_the_scheduler_and_its_retry_succeeds(
     assert xcom(airflow, run, "flaky") == "recovered on try 2"
     [failure] = [
         record
-        for record in log_records(airflow, run, "flaky", -1, 1)
+        for record in airflow.rest_task_log(DAG_ID, run.run_id, "flaky", 1)
         if record.get("event") == "Task failed with exception"
     ]
     assert failure["error_detail"][0]["exc_value"] == "flaky fails its first try on purpose"

@@ -1,9 +1,14 @@
-"""A DAG that Airflow's own scheduler runs under ``TaskvisorExecutor``:
-``tests/interop/test_taskvisor_executor.py``.
+"""DAGs that Airflow's own scheduler runs under ``TaskvisorExecutor``.
 
-Nothing here knows about taskvisor: a mapped task and its reducer, a BashOperator, a
-PythonOperator, a task that fails on its first try and succeeds on its retry, and a probe that
-reports (names and digests, never values) what its own environment and its supervisor's hold.
+Nothing here knows about taskvisor.
+
+- ``taskvisor_executor`` (``tests/interop/test_taskvisor_executor.py``): a mapped task and its
+  reducer, a BashOperator, a PythonOperator, a task that fails on its first try and succeeds
+  on its retry, and a probe that reports (names and digests, never values) what its own
+  environment and its supervisor's hold.
+- ``taskvisor_executor_gated`` (``tests/interop/test_taskvisor_executor_shutdown.py``): one
+  task that runs until the test opens its gate (a Variable named for the run), so the
+  scheduler can be stopped while it runs.
 """
 
 from __future__ import annotations
@@ -11,13 +16,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import time
 from typing import Any
 
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk import DAG, Variable, get_current_context, task
 
 DAG_ID = "taskvisor_executor"
+GATED_DAG_ID = "taskvisor_executor_gated"
 
 
 def greet(name: str) -> str:
@@ -111,3 +118,29 @@ with DAG(
 
     flaky()
     probe()
+
+
+def gate(run_id: str) -> str:
+    """The Variable that opens ``gated``'s gate in run ``run_id``."""
+    return f"taskvisor_gate__{run_id}"
+
+
+with DAG(
+    GATED_DAG_ID,
+    schedule=None,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    tags=["taskvisor-interop"],
+):
+    # A retry, an hour later: a try stopped on the way out stays up_for_retry for the test.
+    @task(retries=1, retry_delay=dt.timedelta(hours=1))
+    def gated() -> str:
+        """Run until the test sets this run's gate Variable."""
+        run_id = get_current_context()["run_id"]
+        print(f"gated waits at its gate {gate(run_id)}", flush=True)
+        while Variable.get(gate(run_id), default=None) is None:
+            time.sleep(0.2)
+        print("the gate is open")
+        return "passed the gate"
+
+    gated()
