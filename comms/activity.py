@@ -114,13 +114,8 @@ class Activity(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     isolate_network: bool = False
 
     def default_log_path(self) -> str:
-        """Airflow's layout: ``logs/dag_id=D/run_id=R/task_id=T/[map_index=I/]attempt=N.log``."""
-        ti = self.ti
-        mapped = f"map_index={ti.map_index}/" if ti.map_index >= 0 else ""
-        return (
-            f"logs/dag_id={ti.dag_id}/run_id={ti.run_id}/task_id={ti.task_id}/"
-            f"{mapped}attempt={ti.try_number}.log"
-        )
+        """Airflow's layout under ``logs/``: ``logs/`` + :meth:`TaskInstance.log_path`."""
+        return "logs/" + self.ti.log_path()
 
 
 def parse_activity(data: bytes) -> Activity:

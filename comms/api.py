@@ -54,6 +54,15 @@ class TaskInstance(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     try_number: int
     map_index: int = -1
 
+    def log_path(self) -> str:
+        """Airflow's relative log path of this try (what ``[logging] base_log_folder`` holds):
+        ``dag_id=D/run_id=R/task_id=T/[map_index=I/]attempt=N.log``."""
+        mapped = f"map_index={self.map_index}/" if self.map_index >= 0 else ""
+        return (
+            f"dag_id={self.dag_id}/run_id={self.run_id}/task_id={self.task_id}/"
+            f"{mapped}attempt={self.try_number}.log"
+        )
+
 
 class DagRun(msgspec.Struct, kw_only=True):
     """The dag run a task instance belongs to (``TIRunContext.dag_run``)."""

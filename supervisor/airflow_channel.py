@@ -42,7 +42,7 @@ from supervisor.outbox import Outbox
 from supervisor.outcome import ExitCode, StopReason, Terminal
 from supervisor.spawn import Launch, Prepare, Zygote, task_environment
 from supervisor.supervise import Supervision, TryIdentity, now, supervise
-from supervisor.tasklog import MAX_PENDING_LINE, TaskLog
+from supervisor.tasklog import MAX_PENDING_LINE, TaskLog, task_logger
 
 __all__ = ["AirflowChannel", "supervise_workload"]
 
@@ -57,9 +57,6 @@ _TERMINAL_STATES: dict[str, frozenset[str]] = {
     "RescheduleTask": frozenset({"up_for_reschedule"}),
     "AwaitInputTask": frozenset({"awaiting_input"}),
 }
-
-#: Loggers only the supervisor writes; a runner's record naming one is filed under ``task.``.
-_SUPERVISOR_LOGGERS = frozenset({"supervisor", "task.stdout", "task.stderr", "task.metrics"})
 
 
 def supervise_workload(
@@ -100,7 +97,7 @@ def supervise_workload(
             "bundle": workload.bundle_info.name,
         },
     )
-    log_path = os.path.join(settings.base_log_folder, workload.log_path or _default_log_path(ti))
+    log_path = os.path.join(settings.base_log_folder, workload.log_path or identity.ti.log_path())
     return supervise(
         identity,
         zygote,
@@ -109,14 +106,6 @@ def supervise_workload(
         lambda supervision: AirflowChannel(supervision, workload),
         log_field="[logging] base_log_folder",
         transport=transport,
-    )
-
-
-def _default_log_path(ti: Any) -> str:
-    mapped = f"map_index={ti.map_index}/" if ti.map_index >= 0 else ""
-    return (
-        f"dag_id={ti.dag_id}/run_id={ti.run_id}/task_id={ti.task_id}/"
-        f"{mapped}attempt={ti.try_number}.log"
     )
 
 
@@ -350,7 +339,7 @@ class JsonLogStream:
             record["error_detail"] = record.pop("exception")
         name = str(logger)
         self._log.record(
-            f"task.{name}" if name in _SUPERVISOR_LOGGERS else name,
+            task_logger(name),
             str(level),
             "" if event is None else str(event),
             record,

@@ -18,8 +18,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
+from comms.control_plane import is_control_plane_secret
 from supervisor.config import Setting, parse_setting, settings
-from supervisor.spawn import fork_zygote, is_control_plane_secret
+from supervisor.spawn import fork_zygote
 
 if TYPE_CHECKING:
     from comms.activity import Activity
@@ -126,7 +127,7 @@ def _say(line: str) -> None:
 def _shed_signing_secrets() -> None:
     """Start again without the control plane's secrets in the environment (an executor's copy
     of the server's JWT signing secret, the database URL, the fernet key:
-    :func:`supervisor.spawn.is_control_plane_secret`): a forked Python task inherits this
+    :func:`comms.control_plane.is_control_plane_secret`): a forked Python task inherits this
     process's memory and its kernel copy of the environment, so filtering the task's
     ``os.environ`` is not enough.
     """

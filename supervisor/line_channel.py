@@ -38,6 +38,7 @@ from supervisor.outcome import ExitCode, StopReason, terminal_of
 from supervisor.relay import Relay, RequestIds
 from supervisor.spawn import Launch, Zygote, task_environment
 from supervisor.supervise import Supervision, TryIdentity, now, supervise
+from supervisor.tasklog import task_logger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -147,7 +148,7 @@ class LineChannel:
                 self._reply_error(msg.id, ErrorCode.PROTOCOL_ERROR, msg.reason)
         elif isinstance(msg, Log):
             self.log.record(
-                _task_logger(msg.logger),
+                task_logger(msg.logger),
                 msg.level,
                 msg.event,
                 msg.fields,
@@ -219,15 +220,6 @@ class LineChannel:
 
     def _send(self, message: msgspec.Struct) -> None:
         self.outbox.send(message)
-
-
-#: Loggers only the supervisor writes; a task's record naming one is filed under ``task.``.
-_SUPERVISOR_LOGGERS = frozenset({"supervisor", "task.stdout", "task.stderr", "task.metrics"})
-
-
-def _task_logger(name: str) -> str:
-    """The logger a task's record is written under: never one that passes for ours."""
-    return f"task.{name}" if name in _SUPERVISOR_LOGGERS else name
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:

@@ -45,6 +45,7 @@ import msgspec
 # loaded once, before the fork, they cost one import instead of two (~9 ms) and their pages
 # start out shared. Like msgspec, none of them starts a thread or holds a secret.
 from comms import framing, pushed  # noqa: F401
+from comms.control_plane import is_control_plane_secret
 from supervisor._linux import set_parent_death_signal
 
 if TYPE_CHECKING:
@@ -85,17 +86,6 @@ LAUNCH_FAILED = 127
 
 #: The fds a ``kind="airflow"`` launch passes, in this order.
 AIRFLOW_FDS = ("channel", "logs", "notes")
-
-# Environment variables of the control plane that neither supervise nor a task needs: the
-# JWT signing secret, the metadata database's URL and the key its secrets are encrypted with.
-_CONTROL_PLANE_SECRETS = ("JWT", "SQL_ALCHEMY_CONN", "FERNET_KEY", "__SECRET_KEY")
-
-
-def is_control_plane_secret(name: str) -> bool:
-    """Whether environment variable ``name`` holds a secret of the control plane (an
-    executor's or scheduler's ``*JWT*``, database URL, fernet or secret key)."""
-    upper = name.upper()
-    return any(word in upper for word in _CONTROL_PLANE_SECRETS)
 
 
 class Prepare(msgspec.Struct, kw_only=True, tag=True):

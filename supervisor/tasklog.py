@@ -24,7 +24,7 @@ import msgspec
 
 from supervisor.masking import Masker
 
-__all__ = ["StreamReassembler", "TaskLog", "utc_timestamp"]
+__all__ = ["SUPERVISOR_LOGGERS", "StreamReassembler", "TaskLog", "task_logger", "utc_timestamp"]
 
 #: A line longer than this (bytes, no newline yet) is written out in pieces rather than held.
 MAX_PENDING_LINE = 1024 * 1024
@@ -33,6 +33,15 @@ MAX_PENDING_LINE = 1024 * 1024
 def utc_timestamp() -> str:
     """Now as ISO-8601 UTC with a ``Z`` suffix, as Airflow 3 writes it."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+#: Loggers only the supervisor writes; a task's record naming one is filed under ``task.``.
+SUPERVISOR_LOGGERS = frozenset({"supervisor", "task.stdout", "task.stderr", "task.metrics"})
+
+
+def task_logger(name: str) -> str:
+    """The logger a task's record is written under: never one that passes for ours."""
+    return f"task.{name}" if name in SUPERVISOR_LOGGERS else name
 
 
 class TaskLog:

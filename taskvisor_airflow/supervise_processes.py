@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from comms.control_plane import CONTROL_PLANE_SECRET_WORDS, is_control_plane_secret
+
 __all__ = [
     "CONTROL_PLANE_SECRET_WORDS",
     "Exit",
@@ -43,14 +45,6 @@ __all__ = [
 
 K = TypeVar("K")
 
-#: Words in the names of the control plane's secrets, which no worker needs: ``*JWT*`` (the
-#: api-server's signing secret, ``[api_auth] jwt_secret``, and its ``_CMD``/``_SECRET`` forms),
-#: ``*SQL_ALCHEMY_CONN*`` (the metadata database, ``[database] sql_alchemy_conn``),
-#: ``*FERNET_KEY*`` (``[core] fernet_key``, which decrypts what the database holds) and
-#: ``*__SECRET_KEY`` (``[api] secret_key``). The same words ``supervise`` sheds
-#: (``supervisor.spawn``, which this package may not import; a test keeps the two equal).
-CONTROL_PLANE_SECRET_WORDS = ("JWT", "SQL_ALCHEMY_CONN", "FERNET_KEY", "__SECRET_KEY")
-
 #: What ``supervise``'s exit codes say (docs/design.md, "Exit codes").
 _EXIT_MEANINGS = {
     0: "the try ended and its state was reported",
@@ -60,12 +54,6 @@ _EXIT_MEANINGS = {
     4: "the try ended but its final state could not be reported (kept in <log_path>.state.json)",
     5: "the server told the supervisor to stop the try",
 }
-
-
-def is_control_plane_secret(name: str) -> bool:
-    """Whether environment variable ``name`` holds one of the control plane's secrets."""
-    upper = name.upper()
-    return any(word in upper for word in CONTROL_PLANE_SECRET_WORDS)
 
 
 def worker_environment(environ: Mapping[str, str], execution_api_server_url: str) -> dict[str, str]:
